@@ -1,0 +1,1 @@
+"""Fast ops for TarViS: multi-scale deformable attention, masked cross-attention, window attention."""

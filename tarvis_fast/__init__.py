@@ -1,0 +1,1 @@
+"""tarvis-fast: TarViS on today's PyTorch, with Triton kernels."""
