@@ -1,6 +1,6 @@
 """Ahead-of-time compile of every Triton kernel configuration for NVIDIA targets, without a GPU.
 
-    python -m tarvis_fast.kernels.report [--arch 90 80] [--json out.json]
+    python -m tarvis_fast.kernels.report [--arch 90 80] [--module M ...] [--json out.json]
 
 prints, per kernel configuration and architecture, registers per thread, spill stores/loads (from
 `ptxas -v`) and Triton's dynamic shared memory. Each kernel module lists its configurations in a function
@@ -106,10 +106,11 @@ def all_specs(modules: tuple[str, ...] = KERNEL_MODULES) -> list[AOTSpec]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, nargs="+", default=list(ARCHS), help="compute capabilities (90 = H100)")
+    parser.add_argument("--module", nargs="+", default=list(KERNEL_MODULES), help="kernel modules to compile")
     parser.add_argument("--json", type=Path, help="also write the table as JSON here")
     args = parser.parse_args(argv)
 
-    results = [compile_spec(spec, arch) for spec in all_specs() for arch in args.arch]
+    results = [compile_spec(spec, arch) for spec in all_specs(tuple(args.module)) for arch in args.arch]
     header = f"{'kernel configuration':<56} {'arch':>5} {'regs':>5} {'spill st/ld (B)':>16} {'smem (B)':>9} {'warps':>5} {'stages':>6}"
     print(header)
     print("-" * len(header))

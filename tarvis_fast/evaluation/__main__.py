@@ -1,0 +1,70 @@
+"""Command line for the built-in metrics.
+
+    python -m tarvis_fast.evaluation {ytvis,ovis,davis,kitti_step,cityscapes_vps,vipseg,burst} --pred P --gt G [--json OUT]
+
+--pred is what infer.py wrote for the benchmark; --gt the benchmark's ground truth in its own layout (EVAL.md).
+Prints every statistic under the name the official tool prints, on the official tool's scale.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+
+# benchmark -> (module under tarvis_fast.evaluation, function(pred: Path, gt: Path, *, workers: int) -> dict)
+EVALUATORS: dict[str, tuple[str, str]] = {
+    "ytvis": ("ytvis", "evaluate_ytvis"),
+    "ovis": ("ytvis", "evaluate_ovis"),
+    "davis": ("davis", "evaluate_davis"),
+    "kitti_step": ("stq", "evaluate_kitti_step"),
+    "cityscapes_vps": ("vpq", "evaluate_cityscapes_vps"),
+    "vipseg": ("vpq", "evaluate_vipseg"),
+    "burst": ("hota", "evaluate_burst"),
+}
+
+
+def evaluate(benchmark: str, pred: Path, gt: Path, *, workers: int | None = None) -> dict:
+    """Run one benchmark's metric; the dict is JSON-serialisable."""
+    if benchmark not in EVALUATORS:
+        raise ValueError(f"unknown benchmark {benchmark!r}; choose from {sorted(EVALUATORS)}")
+    module, function = EVALUATORS[benchmark]
+    fn = getattr(importlib.import_module(f"tarvis_fast.evaluation.{module}"), function)
+    return fn(Path(pred), Path(gt), workers=workers or min(8, os.cpu_count() or 1))
+
+
+def _print_stats(stats: dict, indent: str = "") -> None:
+    for key, value in stats.items():
+        if isinstance(value, dict):
+            print(f"{indent}{key}:")
+            _print_stats(value, indent + "  ")
+        elif isinstance(value, float):
+            print(f"{indent}{key:<24} {value:.6f}")
+        elif not isinstance(value, list):
+            print(f"{indent}{key:<24} {value}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tarvis_fast.evaluation", description=__doc__.splitlines()[0])
+    parser.add_argument("benchmark", choices=sorted(EVALUATORS))
+    parser.add_argument("--pred", type=Path, required=True, help="predictions as written by infer.py")
+    parser.add_argument("--gt", type=Path, required=True, help="ground truth in the benchmark's own layout")
+    parser.add_argument("--json", type=Path, help="write all statistics here (JSON)")
+    parser.add_argument("--workers", type=int, default=None, help="processes for per-sequence work")
+    args = parser.parse_args(argv)
+    for flag, path in (("--pred", args.pred), ("--gt", args.gt)):
+        if not path.exists():
+            parser.error(f"{flag} {path} does not exist")
+    stats = evaluate(args.benchmark, args.pred, args.gt, workers=args.workers)
+    _print_stats(stats)
+    if args.json:
+        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
+        tmp.write_text(json.dumps(stats, indent=1))
+        os.replace(tmp, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Typed outputs of the TarViS network, one per task family.
+
+Every spatial logit map is at 1/4 of the *padded* input resolution (H/4, W/4); removing the padding and
+resizing to the video's resolution is the caller's job (inference), never the model's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from torch import Tensor
+
+
+class Task(str, Enum):
+    """What a forward call segments; it selects the query sets fed to the decoder (SPEC §2.4)."""
+
+    VIS = "instance_seg"   # video instance segmentation: instance + background + semantic queries
+    VPS = "panoptic_seg"   # video panoptic segmentation: the same query groups, semantic head differs
+    VOS = "vos"            # objects given by first-frame masks (and points, PET) -> object queries
+
+
+@dataclass
+class InstancePrediction:
+    """One decoder layer's prediction for VIS / VPS.
+
+    mask_logits:     (B, Q_inst, T, H/4, W/4) instance mask logits
+    class_logits:    (B, Q_inst, 1 + C) with index 0 the background / no-object logit
+    semantic_logits: VIS: (B, 1 + C, T, H/4, W/4) = [max over background queries, C semantic queries];
+                     VPS: (B, C, T, H/4, W/4), semantic queries only
+    """
+
+    mask_logits: Tensor
+    class_logits: Tensor
+    semantic_logits: Tensor
+
+
+@dataclass
+class ObjectPrediction:
+    """One decoder layer's prediction for VOS / PET.
+
+    object_logits:     (B, N_obj, T, H/4, W/4): per object, the max over that object's queries
+    background_logits: (B, 1, T, H/4, W/4): the max over the background queries (unused at inference)
+    """
+
+    object_logits: Tensor
+    background_logits: Tensor
+
+
+@dataclass
+class TarvisOutput:
+    """All decoder predictions of a forward call: layers[0] from the initial queries, layers[-1] the final.
+
+    Training supervises every entry (10 with the default 9-layer decoder); inference uses `final`.
+    """
+
+    task: Task
+    layers: list[InstancePrediction] | list[ObjectPrediction]
+
+    @property
+    def final(self) -> InstancePrediction | ObjectPrediction:
+        return self.layers[-1]
