@@ -1,0 +1,447 @@
+"""Typed configuration: YAML files loaded into validated dataclasses.
+
+- `load_config(path, overrides)` reads one of our YAML files (which may name a parent with `_base_:`),
+  or the original TarViS `config.yaml` that ships beside each released checkpoint (upper-case keys,
+  SPEC §4), mapped onto ours.
+- Unknown keys and wrong types fail with a `ConfigError` naming the key and the file.
+- Command-line overrides: `--cfg.model.backbone SwinLarge`, `--cfg.training.dataset_list "[DAVIS, BURST]"`
+  (values are parsed as YAML).
+- `save_config(cfg, path)` writes the whole config (atomically); `load_config` reads it back unchanged.
+
+Our key names are the original's, lower-cased, so that its files map one to one; dataset names stay
+upper-case (`YOUTUBE_VIS`, `DAVIS`, ...). The defaults below are the original's `base.yaml` values, except
+where a comment says otherwise.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+TaskType = Literal["instance_seg", "panoptic_seg", "vos"]
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the file and the key."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The schema
+
+
+@dataclass
+class ImageResizeConfig:
+    """How frames are resized (SPEC §4): `min_dim` sets the shorter side to one of `min_dims` (random choice
+    in training) capped so the longer side stays <= `max_dim`; `pixel_area` scales to `target_pixel_area`;
+    `none` keeps the native size."""
+
+    mode: Literal["min_dim", "pixel_area", "crop", "none"] = "min_dim"
+    min_dims: list[int] = field(default_factory=lambda: [512])
+    max_dim: int = 1333
+    target_pixel_area: int | None = None
+
+
+@dataclass
+class DatasetTrainingConfig:
+    frame_sampling_multiplicative_factor: float = 1.0
+    image_resize: ImageResizeConfig = field(default_factory=ImageResizeConfig)
+    split: str = "train"
+
+
+@dataclass
+class DatasetInferenceConfig:
+    clip_length: int = 12
+    frame_overlap: int = 6
+    image_resize: ImageResizeConfig = field(default_factory=lambda: ImageResizeConfig(mode="none"))
+    max_tracks_per_clip: int = 10
+    max_tracks_per_video: int = 10  # VIS output: top (track, class) pairs per video (the original hard-codes 10 / 20)
+    track_score_threshold: float = 0.0
+    split: str = "val"
+    mode: Literal["point", "mask"] = "point"  # BURST: PET (points) or mask-guided
+    sparse_frames: bool = False  # Cityscapes-VPS: only every 5th frame is annotated and run
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.frame_overlap < self.clip_length:
+            raise ConfigError(
+                f"inference.frame_overlap ({self.frame_overlap}) must be >= 0 and < clip_length ({self.clip_length})"
+            )
+
+
+@dataclass
+class DatasetConfig:
+    type: TaskType
+    num_classes: int = 0  # semantic classes; 0 for the class-agnostic VOS/PET datasets
+    training: DatasetTrainingConfig = field(default_factory=DatasetTrainingConfig)
+    inference: DatasetInferenceConfig = field(default_factory=DatasetInferenceConfig)
+
+    def __post_init__(self) -> None:
+        if self.type != "vos" and self.num_classes <= 0:
+            raise ConfigError(f"a {self.type} dataset needs num_classes > 0, got {self.num_classes}")
+
+
+@dataclass
+class ModelConfig:
+    """Network hyper-parameters. The original hard-codes everything below `num_vos_queries_per_object`;
+    they are here so that tests and experiments can build smaller models."""
+
+    backbone: Literal["ResNet50", "ResNet101", "SwinTiny", "SwinSmall", "SwinBase", "SwinLarge"] = "ResNet50"
+    cross_attention_type: Literal["hard_masked"] = "hard_masked"
+    num_object_queries: int = 100
+    num_background_queries: int = 1
+    num_vos_queries_per_object: int = 1  # training; inference uses twice as many (SPEC §2.4)
+    hidden_dim: int = 256
+    num_heads: int = 8
+    decoder_layers: int = 9
+    decoder_ffn_dim: int = 2048
+    neck_layers: int = 6
+    neck_ffn_dim: int = 1024
+    object_encoder_layers: int = 4
+    bg_grid_size: tuple[int, int] = (4, 4)
+    drop_path_rate: float = 0.3
+    kernel_backend: Literal["auto", "triton", "torch"] = "auto"
+
+
+@dataclass
+class LossConfig:
+    instance_semantic_weight_cross_entropy: float = 2.0
+    panoptic_instance_num_points: int = 12544
+    panoptic_semantic: Literal["sparse"] = "sparse"
+    panoptic_semantic_num_points: int = 25088
+    panoptic_semantic_weight_cross_entropy: float = 2.0
+    panoptic_semantic_weight_dice: float = 0.0
+    semantic_ignore_null_classes: bool = False
+    semantic_regularization_loss: bool = False
+
+
+@dataclass
+class PretrainTaskWeights:
+    instance_seg: float = 0.3
+    panoptic_seg: float = 0.3
+    vos: float = 0.4
+
+
+@dataclass
+class TrainingConfig:
+    batch_size: int = 8  # global, across GPUs and gradient-accumulation steps
+    clip_length: int = 3
+    base_lr: float = 1e-4
+    num_iterations: int = 0
+    lr_decay_steps: list[int] = field(default_factory=list)
+    lr_decay_rates: list[float] = field(default_factory=list)
+    lr_warmup_iterations: int = 0
+    checkpoint_save_interval: int = 20000
+    sample_chunking_factor: int = 8
+    num_sampled_points_for_mask_loss: int = 12544
+    point_vos_task_sample_likelihood: float = 0.3
+    pretraining: bool = False
+    pretrain_image_size: tuple[int, int] = (512, 512)
+    pretrain_task_weights: PretrainTaskWeights = field(default_factory=PretrainTaskWeights)
+    dataset_list: list[str] = field(default_factory=lambda: ["COCO"])
+    dataset_weights: list[float] = field(default_factory=lambda: [1.0])
+    losses: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self) -> None:
+        if len(self.dataset_list) != len(self.dataset_weights):
+            raise ConfigError(
+                f"training.dataset_list ({len(self.dataset_list)} names) and training.dataset_weights "
+                f"({len(self.dataset_weights)} weights) must have the same length"
+            )
+        if len(self.lr_decay_steps) != len(self.lr_decay_rates):
+            raise ConfigError("training.lr_decay_steps and training.lr_decay_rates must have the same length")
+
+
+def _default_datasets() -> dict[str, DatasetConfig]:
+    """The datasets of the original base.yaml, with its per-dataset defaults."""
+
+    def resize(mode: str, min_dims: list[int], max_dim: int = 1333, area: int | None = None) -> ImageResizeConfig:
+        return ImageResizeConfig(mode=mode, min_dims=min_dims, max_dim=max_dim, target_pixel_area=area)  # type: ignore[arg-type]
+
+    def video(type_: TaskType, num_classes: int, factor: float, train_resize: ImageResizeConfig,
+              **inference: Any) -> DatasetConfig:
+        return DatasetConfig(
+            type=type_, num_classes=num_classes,
+            training=DatasetTrainingConfig(frame_sampling_multiplicative_factor=factor, image_resize=train_resize),
+            inference=DatasetInferenceConfig(**inference),
+        )
+
+    return {
+        "ADE20K": DatasetConfig(type="panoptic_seg", num_classes=150),
+        "CITYSCAPES": DatasetConfig(type="panoptic_seg", num_classes=34),
+        "COCO": DatasetConfig(type="panoptic_seg", num_classes=133),
+        "MAPILLARY": DatasetConfig(type="panoptic_seg", num_classes=65),
+        "YOUTUBE_VIS": video("instance_seg", 40, 10.0, resize("min_dim", [360, 480], 1024),
+                             image_resize=resize("min_dim", [360], 1333, 300000)),
+        "OVIS": video("instance_seg", 25, 10.0, resize("min_dim", [360, 480], 1024),
+                      image_resize=resize("min_dim", [360], 1333, 300000), max_tracks_per_video=20),
+        "KITTI_STEP": video("panoptic_seg", 19, 3.0, resize("min_dim", [320]), clip_length=6, frame_overlap=3,
+                            image_resize=resize("none", [240]), max_tracks_per_clip=1000,
+                            track_score_threshold=0.5),
+        "CITYSCAPES_VPS": video("panoptic_seg", 19, 1.0, resize("min_dim", [448]), clip_length=10,
+                                frame_overlap=5, image_resize=resize("none", [736], 2048),
+                                max_tracks_per_clip=1000, track_score_threshold=0.5, sparse_frames=True),
+        "VIPSEG": video("panoptic_seg", 124, 5.0, resize("min_dim", [512]), image_resize=resize("min_dim", [576]),
+                        max_tracks_per_clip=1000, track_score_threshold=0.5),
+        "DAVIS": video("vos", 0, 20.0, resize("min_dim", [480]), image_resize=resize("none", [360])),
+        "BURST": video("vos", 0, 3.0, resize("min_dim", [512]), clip_length=8, frame_overlap=4,
+                       image_resize=resize("min_dim", [512]), mode="point"),
+    }
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    datasets: dict[str, DatasetConfig] = field(default_factory=_default_datasets)
+
+    def __post_init__(self) -> None:
+        missing = [name for name in self.training.dataset_list if name not in self.datasets]
+        if missing:
+            raise ConfigError(f"training.dataset_list names datasets with no entry under datasets: {missing}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Building dataclasses from plain data, strictly
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, current: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp` and convert it; `current` is the value it merges onto
+    (for nested dataclasses and dicts)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{key}' must be a mapping, got {type(value).__name__} {value!r}")
+        return _merge_dataclass(current, value, key, cls=tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        return _convert(value, non_none[0], current, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"'{key}' must be one of {list(args)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"'{key}' must be a list, got {type(value).__name__} {value!r}")
+        return [_convert(v, args[0], None, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"'{key}' must be a list of {len(args)} values, got {value!r}")
+        return tuple(_convert(v, a, None, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{key}' must be a mapping, got {type(value).__name__} {value!r}")
+        merged = dict(current or {})
+        for name, item in value.items():
+            merged[str(name)] = _convert(item, args[1], merged.get(str(name)), f"{key}.{name}")
+        return merged
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"'{key}' must be a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"'{key}' must be an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is bool or tp is str:
+        if not isinstance(value, tp):
+            raise ConfigError(f"'{key}' must be a {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        return value
+    raise TypeError(f"config schema: unsupported annotation {tp!r} for '{key}'")
+
+
+def _merge_dataclass(current: Any, data: dict[str, Any], prefix: str, cls: type | None = None) -> Any:
+    """`current` with `data` merged over it, as a new instance; with `current` None, a new `cls` from its
+    defaults and `data`, which must then hold every field that has no default. Unknown keys raise."""
+    cls = cls or type(current)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    changes = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            raise ConfigError(f"unknown key '{full}' (known keys here: {sorted(fields)})")
+        base = getattr(current, key) if current is not None else None
+        changes[key] = _convert(value, hints[key], base, full)
+    if current is None:
+        missing = [name for name, f in fields.items() if name not in changes
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ConfigError(f"'{prefix}' is missing required key(s) {missing}")
+    try:
+        return cls(**changes) if current is None else dataclasses.replace(current, **changes)
+    except ConfigError as err:
+        raise ConfigError(f"{prefix or 'config'}: {err}") from None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The original TarViS config.yaml
+
+# Keys of the original that have no effect there either, or only one value in every released config.
+_ORIGINAL_KEYS_WITHOUT_EFFECT = {
+    "INPUT",  # PIXEL_MEAN/STD/RGB: the model uses its own pixel_mean/pixel_std buffers (SPEC §2.1)
+    "TRAINING.ACCUMULATE_GRADIENTS",  # always true: batch_size is global and accumulated
+    "TRAINING.PRETRAIN_AUGMENTATION_TYPE",  # "crop" is the only path used
+    "POSTPROCESS_ON_CPU",  # a memory switch of the original's inference; ours streams clip by clip
+    "SHARED_SEMSEG_QUERIES",  # false in every released config
+}
+
+
+def is_original_config(data: dict[str, Any]) -> bool:
+    """The original's files have upper-case top-level keys (MODEL, TRAINING, DATASETS, INPUT)."""
+    return bool(data) and all(isinstance(k, str) and k.isupper() for k in data)
+
+
+def from_original(data: dict[str, Any]) -> dict[str, Any]:
+    """Map an original TarViS config (upper-case keys, SPEC §4) onto our key names."""
+
+    def convert(node: Any, path: str, names_are_keys: bool) -> Any:
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for key, value in node.items():
+            full = f"{path}.{key}" if path else key
+            if full in _ORIGINAL_KEYS_WITHOUT_EFFECT or key in _ORIGINAL_KEYS_WITHOUT_EFFECT:
+                continue
+            name = key if names_are_keys else key.lower()
+            if key == "MIN_DIMS" and isinstance(value, int):
+                value = [value]  # the original accepts a bare int at inference
+            out[name] = convert(value, full, names_are_keys=(key == "DATASETS"))
+        return out
+
+    return convert(data, "", names_are_keys=False)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Files and overrides
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _load_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    """The file and its `_base_` ancestors, oldest first, each mapped to our key names."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: `_base_` chain loops back on itself")
+    data = _read_yaml(path)
+    if is_original_config(data):
+        return [(path, from_original(data))]
+    base = data.pop("_base_", None)
+    if base is None:
+        return [(path, data)]
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: '_base_' must be a path relative to this file, got {base!r}")
+    return _load_layers(path.parent / base, seen + (path,)) + [(path, data)]
+
+
+def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
+    """`["--cfg.model.backbone", "SwinLarge", ...]` -> nested dict; values are parsed as YAML."""
+    out: dict[str, Any] = {}
+    args = list(args)
+    if len(args) % 2:
+        raise ConfigError(f"config overrides come in '--cfg.KEY VALUE' pairs; got {args}")
+    for flag, text in zip(args[::2], args[1::2]):
+        if not flag.startswith("--cfg.") or len(flag) <= len("--cfg."):
+            raise ConfigError(f"config override must look like '--cfg.section.key value', got {flag!r}")
+        keys = flag[len("--cfg."):].split(".")
+        node = out
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        try:
+            node[keys[-1]] = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{flag}: value {text!r} is not valid YAML: {err}") from None
+    return out
+
+
+def build_config(layers: Sequence[tuple[str, dict[str, Any]]]) -> Config:
+    """Merge (source, data) layers in order over the defaults; errors name the source."""
+    cfg = Config()
+    for source, data in layers:
+        try:
+            cfg = _merge_dataclass(cfg, data, "")
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+    return cfg
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Load our YAML (with its `_base_` chain) or an original TarViS config.yaml, then apply overrides."""
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if path is not None:
+        layers += [(str(p), d) for p, d in _load_layers(Path(path))]
+    if overrides:
+        layers.append(("command-line overrides", parse_overrides(overrides)))
+    return build_config(layers)
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Write the complete config as YAML, atomically (a reader never sees half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m tarvis_fast.config [FILE] [--cfg.KEY VALUE ...]` prints the effective config as YAML."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m tarvis_fast.config", description=main.__doc__)
+    parser.add_argument("file", nargs="?", help="our YAML or an original TarViS config.yaml")
+    args, overrides = parser.parse_known_args(argv)
+    try:
+        cfg = load_config(args.file, overrides)
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+
+
+if __name__ == "__main__":
+    main()
