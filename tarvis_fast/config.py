@@ -392,6 +392,23 @@ def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separate `--cfg.KEY VALUE` pairs from the other command-line arguments (which go to argparse)."""
+    rest: list[str] = []
+    overrides: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i].startswith("--cfg."):
+            if i + 1 >= len(argv):
+                raise ConfigError(f"config override {argv[i]} has no value")
+            overrides += argv[i : i + 2]
+            i += 2
+        else:
+            rest.append(argv[i])
+            i += 1
+    return rest, overrides
+
+
 def build_config(layers: Sequence[tuple[str, dict[str, Any]]]) -> Config:
     """Merge (source, data) layers in order over the defaults; errors name the source."""
     cfg = Config()
@@ -435,9 +452,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m tarvis_fast.config", description=main.__doc__)
     parser.add_argument("file", nargs="?", help="our YAML or an original TarViS config.yaml")
-    args, overrides = parser.parse_known_args(argv)
     try:
-        cfg = load_config(args.file, overrides)
+        rest, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
+        cfg = load_config(parser.parse_args(rest).file, overrides)
     except ConfigError as err:
         sys.exit(f"error: {err}")
     print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")

@@ -176,3 +176,13 @@ def test_new_dataset_entry_and_defaults():
     assert cfg.datasets["MYVIS"].inference.clip_length == 12
     assert Config().datasets["OVIS"].inference.max_tracks_per_video == 20
     assert yaml.safe_load(yaml.safe_dump(Config().to_dict()))["model"]["bg_grid_size"] == [4, 4]
+
+
+def test_split_overrides_leaves_other_arguments():
+    from tarvis_fast.config import split_overrides
+
+    rest, overrides = split_overrides(["ckpt.pth", "--cfg.model.num_heads", "4", "--amp", "--cfg.training.batch_size", "2"])
+    assert rest == ["ckpt.pth", "--amp"]
+    assert overrides == ["--cfg.model.num_heads", "4", "--cfg.training.batch_size", "2"]
+    with pytest.raises(ConfigError, match="has no value"):
+        split_overrides(["--cfg.model.num_heads"])
