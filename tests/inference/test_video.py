@@ -1,0 +1,69 @@
+"""Frame streams from folders, video files and arrays; overlay rendering and writing."""
+import numpy as np
+import pytest
+
+from tarvis_fast.inference.video import OverlayVideoWriter, draw_overlay, label_colours, open_frames
+
+
+def test_folder_of_real_frames(davis_clip):
+    stream = open_frames(davis_clip / "JPEGImages" / "horsejump-high")
+    assert stream.num_frames == 50 and stream.names[:2] == ["00000", "00001"]
+    first = next(stream.frames)
+    assert first.shape == (480, 854, 3) and first.dtype == np.uint8
+
+
+def test_arrays_and_bad_frames():
+    frames = [np.full((4, 6, 3), i, np.uint8) for i in range(3)]
+    stream = open_frames(frames)
+    assert stream.num_frames == 3 and [int(f[0, 0, 0]) for f in stream.frames] == [0, 1, 2]
+    with pytest.raises(ValueError, match="frame 1 is 5x4, but earlier frames are 6x4"):
+        list(open_frames([frames[0], np.zeros((4, 5, 3), np.uint8)]).frames)
+    with pytest.raises(ValueError, match="frame 0 must be uint8"):
+        list(open_frames([np.zeros((4, 5, 3), np.float32)]).frames)
+    with pytest.raises(ValueError, match=r"frame 0 must be an \(H, W, 3\) RGB array"):
+        list(open_frames(iter([np.zeros((4, 5), np.uint8)])).frames)
+
+
+def test_missing_and_empty_sources(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        open_frames(tmp_path / "nope.mp4")
+    with pytest.raises(ValueError, match="holds no images"):
+        open_frames(tmp_path)
+    (tmp_path / "junk.mp4").write_bytes(b"not a video")
+    with pytest.raises(ValueError, match="cannot open as a video"):
+        open_frames(tmp_path / "junk.mp4")
+
+
+def test_video_round_trip_and_overlay(tmp_path):
+    """An overlay video written and read back: frame count, size and the colour of a labelled square."""
+    ids = np.zeros((64, 96), np.int64)
+    ids[16:48, 40:72] = 2
+    frame = np.full((64, 96, 3), 100, np.uint8)
+    overlay = draw_overlay(frame, ids, {2: "horse"})
+    # inside the square, away from its outline: 0.5 * colour(2) + 0.5 * 100
+    np.testing.assert_array_equal(overlay[32, 56], (0.5 * label_colours(3)[2] + 50).astype(np.uint8))
+    np.testing.assert_array_equal(overlay[60, 90], frame[60, 90])  # background untouched
+    path = tmp_path / "out" / "overlay.avi"
+    with OverlayVideoWriter(path, fps=5) as writer:
+        for _ in range(4):
+            writer.write(overlay)
+    stream = open_frames(path)
+    frames = list(stream.frames)
+    assert len(frames) == 4 and frames[0].shape == (64, 96, 3) and stream.fps == pytest.approx(5)
+    assert np.abs(frames[0][32, 56].astype(int) - overlay[32, 56].astype(int)).max() < 20  # MJPG is lossy
+    assert [p.name for p in path.parent.iterdir()] == ["overlay.avi"]  # no temporary left behind
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    path = tmp_path / "overlay.avi"
+    with pytest.raises(RuntimeError, match="boom"):
+        with OverlayVideoWriter(path) as writer:
+            writer.write(np.zeros((8, 8, 3), np.uint8))
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_label_colours_are_the_voc_map():
+    # The first entries of the PASCAL VOC colour map, as published with the VOC devkit.
+    expected = [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128], [128, 0, 128]]
+    np.testing.assert_array_equal(label_colours(6), expected)
