@@ -50,11 +50,14 @@ class ObjectPrediction:
 class TarvisOutput:
     """All decoder predictions of a forward call: layers[0] from the initial queries, layers[-1] the final.
 
-    Training supervises every entry (10 with the default 9-layer decoder); inference uses `final`.
+    Training supervises every entry (10 with the default 9-layer decoder); inference uses `final` (and may ask
+    the model for the final layer only). image_size is the (H, W) of the input before padding: the logits
+    cover the padded size, the top-left (H/4, W/4) of them the image.
     """
 
     task: Task
     layers: list[InstancePrediction] | list[ObjectPrediction]
+    image_size: tuple[int, int] | None = None
 
     @property
     def final(self) -> InstancePrediction | ObjectPrediction:
