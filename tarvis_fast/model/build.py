@@ -86,6 +86,8 @@ def load_model(path: str | os.PathLike, *, config: str | os.PathLike | Config | 
     Returns the model in eval mode.
     """
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
     if not isinstance(config, Config):
         config_path = Path(config) if config is not None else path.parent / "config.yaml"
         if not config_path.is_file():
