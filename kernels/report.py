@@ -35,7 +35,9 @@ class AOTSpec:
     """One compilable configuration of a kernel.
 
     signature maps every parameter, constexprs included, to a Triton type string ("*fp32", "i32",
-    "constexpr"); constexprs gives the constexpr values; options holds num_warps / num_stages.
+    "constexpr"); constexprs gives the constexpr values; options holds num_warps / num_stages; attrs gives
+    the specialisations Triton's launcher would add, as {(argument index,): [["tt.divisibility", 16]]} for
+    16-byte-aligned pointers, so that the compiled kernel is the one that runs.
     """
 
     name: str
@@ -43,6 +45,7 @@ class AOTSpec:
     signature: dict[str, str]
     constexprs: dict[str, Any]
     options: dict[str, int] = field(default_factory=lambda: {"num_warps": 4, "num_stages": 2})
+    attrs: dict[tuple[int, ...], list[list[Any]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -72,7 +75,7 @@ def compile_spec(spec: AOTSpec, arch: int) -> AOTResult:
     import triton
     from triton.backends.compiler import GPUTarget
 
-    source = triton.compiler.ASTSource(fn=spec.kernel, signature=spec.signature, constexprs=spec.constexprs)
+    source = triton.compiler.ASTSource(fn=spec.kernel, signature=spec.signature, constexprs=spec.constexprs, attrs=spec.attrs)
     compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=dict(spec.options))
     with tempfile.TemporaryDirectory() as tmp:
         ptx = Path(tmp) / "kernel.ptx"

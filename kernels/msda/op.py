@@ -209,7 +209,7 @@ def _backward_op(
             level_start_index.contiguous(), sampling_locations.contiguous(), attention_weights.contiguous(),
         )
     if sampling_locations.shape[1] == 0:
-        return torch.zeros_like(value), torch.zeros_like(sampling_locations), torch.zeros_like(attention_weights)
+        return tuple(t.new_zeros(t.shape) for t in (value, sampling_locations, attention_weights))
     shapes = _level_shapes(spatial_shapes, level_start_index, value.shape[1])
     return ms_deform_attn_torch_backward(
         grad_output, value, shapes, sampling_locations, attention_weights,
@@ -227,7 +227,7 @@ def _backward_fake(
     attention_weights: Tensor,
     backend: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    return torch.empty_like(value), torch.empty_like(sampling_locations), torch.empty_like(attention_weights)
+    return tuple(t.new_empty(t.shape) for t in (value, sampling_locations, attention_weights))
 
 
 def _setup_context(ctx, inputs: tuple, output: Tensor) -> None:

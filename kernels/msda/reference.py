@@ -12,6 +12,10 @@ Lq queries, L levels and P points per level:
 
 Sampling is `grid_sample(mode="bilinear", padding_mode="zeros", align_corners=False)`: a location x maps
 to the pixel coordinate x * W_l - 0.5, and corners outside the map contribute zero.
+
+fp16/bf16 inputs are computed in fp32 and the results rounded back once: grid_sample run in bf16 places
+its samples a fraction of a pixel off (the grid coordinates themselves are rounded to 8 bits), which
+makes the location gradients wrong where a sample lands in the neighbouring pixel.
 """
 from __future__ import annotations
 
@@ -35,6 +39,10 @@ def level_maps(value: Tensor, level_shapes: LevelShapes) -> list[Tensor]:
         v.permute(0, 2, 3, 1).reshape(n * m, d, h, w)
         for v, (h, w) in zip(value.split(sizes, dim=1), level_shapes)
     ]
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
 
 
 def _per_head(sampling_locations: Tensor, attention_weights: Tensor) -> tuple[Tensor, Tensor]:
@@ -63,7 +71,7 @@ def attend(maps: Sequence[Tensor], sampling_locations: Tensor, attention_weights
     for level, level_map in enumerate(maps):
         level_out = (_sample(level_map, grids[:, :, level]) * weights[..., level, :]).sum(-1)  # (N * M, D, Lq)
         out = level_out if out is None else out + level_out
-    return out.view(n, m, d, lq).permute(0, 3, 1, 2).reshape(n, lq, m * d)
+    return out.view(n, m, d, lq).permute(0, 3, 1, 2).contiguous().view(n, lq, m * d)
 
 
 def attend_backward(
@@ -118,9 +126,11 @@ def ms_deform_attn_torch(
     for the backward; `ms_deform_attn_torch_backward` recomputes them chunk by chunk instead).
     The caller checks the inputs (see `op.ms_deform_attn`).
     """
-    maps = level_maps(value, level_shapes)
+    compute = _compute_dtype(value.dtype)
+    maps = level_maps(value.to(compute), level_shapes)
+    sampling_locations, attention_weights = sampling_locations.to(compute), attention_weights.to(compute)
     chunks = query_chunks(sampling_locations.shape[1], query_chunk)
-    outs = [attend(maps, sampling_locations[:, c], attention_weights[:, c]) for c in chunks]
+    outs = [attend(maps, sampling_locations[:, c], attention_weights[:, c]).to(value.dtype) for c in chunks]
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
 
 
@@ -139,16 +149,18 @@ def ms_deform_attn_torch_backward(
     at once is one chunk's, whatever Lq is.
     """
     n, _, m, d = value.shape
-    maps = level_maps(value, level_shapes)
+    compute = _compute_dtype(value.dtype)
+    maps = level_maps(value.to(compute), level_shapes)
     grad_maps = [torch.zeros_like(level_map) for level_map in maps]
-    grad_locations = torch.empty_like(sampling_locations)
-    grad_weights = torch.empty_like(attention_weights)
+    grad_locations = sampling_locations.new_empty(sampling_locations.shape)
+    grad_weights = attention_weights.new_empty(attention_weights.shape)
     for c in query_chunks(sampling_locations.shape[1], query_chunk):
         chunk_maps, grad_locations[:, c], grad_weights[:, c] = attend_backward(
-            grad_output[:, c], maps, sampling_locations[:, c], attention_weights[:, c]
+            grad_output[:, c].to(compute), maps, sampling_locations[:, c].to(compute),
+            attention_weights[:, c].to(compute),
         )
         for acc, g in zip(grad_maps, chunk_maps):
             acc += g
     # Inverse of level_maps: (N * M, D, H_l, W_l) -> (N, H_l * W_l, M, D), levels concatenated along S.
-    grad_value = torch.cat([g.view(n, m, d, -1).permute(0, 3, 1, 2) for g in grad_maps], dim=1)
+    grad_value = torch.cat([g.view(n, m, d, -1).permute(0, 3, 1, 2) for g in grad_maps], dim=1).to(value.dtype)
     return grad_value, grad_locations, grad_weights
