@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from checkpoint_spec import BACKBONES, expected_keys
 
 from tarvis_fast.config import load_config
 from tarvis_fast.model import build_model
+
+from .checkpoint_spec import BACKBONES, expected_keys
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

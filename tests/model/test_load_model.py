@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from checkpoint_spec import expected_keys
 
 import tarvis_fast
 from tarvis_fast.model import TarViS
+
+from .checkpoint_spec import expected_keys
 
 FINETUNE_DATASETS = ["YOUTUBE_VIS", "OVIS", "KITTI_STEP", "CITYSCAPES_VPS", "VIPSEG", "BURST", "DAVIS"]
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny import DATASETS, box_masks, clip, tiny_model
 
 from tarvis_fast.model import InstancePrediction, ObjectPrediction, ObjectReferences, Task, padded_size
+
+from .tiny import DATASETS, box_masks, clip, tiny_model
 
 T, H, W = 2, 64, 128  # logits at 16 x 32
 
