@@ -1,0 +1,266 @@
+"""YouTube-VIS 2021 and OVIS video mAP, with the numbers of the official YTVOSeval / OVISeval (EVAL.md §1).
+
+COCO-style mAP where the unit is a track over a whole video. The IoU of a predicted and a ground-truth track
+is Σ_t |d ∩ g| / Σ_t |d ∪ g| over the frames; a track's area is the mean of its non-zero per-frame areas.
+Per (video, category) the detections, best score first (at most 100), are matched greedily to ground truths
+at IoU thresholds 0.50:0.05:0.95; crowd ground truths and those outside the area (or OVIS occlusion) range
+are ignored, as are unmatched detections outside the area range. Precision at 101 recall points, averaged
+over categories that have ground truth, gives AP; the final recall gives AR. Statistics are on the 0-1 scale
+the tools print; -1 where no category has ground truth in the range.
+
+The names of the statistics, and the line of the official summary each one is:
+    AP    Average Precision (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]
+    AP50, AP75: IoU=0.50, 0.75;  APs, APm, APl: area= small, medium, large (0-128², 128²-256², 256²-)
+    AR1, AR10, AR100  Average Recall (AR) @[ IoU=0.50:0.95 | area=   all | maxDets=1, 10, 100 ]
+    ARs, ARm, ARl: area= small, medium, large
+    OVIS adds APso, APmo, APho and ARso, ARmo, ARho: occ= light, medium, heavy, i.e. an occlusion score
+    (mean of the top half of the per-frame levels no 0, slight .25, severe .75) in 0-.25, .25-.5, .5-1.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mask_api
+
+from tarvis_fast.evaluation.parallel import parallel_map
+from tarvis_fast.formats.ytvis import GroundTruthTrack, PredictedTrack, read_ground_truth, read_results
+
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)
+MAX_DETECTIONS = (1, 10, 100)
+AREA_RANGES = {"all": (0.0, 1e10), "small": (0.0, 128.0**2), "medium": (128.0**2, 256.0**2), "large": (256.0**2, 1e10)}
+OCCLUSION_RANGES = {"all": (0.0, 1.0), "light": (0.0, 0.25), "medium": (0.25, 0.5), "heavy": (0.5, 1.0)}
+OCCLUSION_SCORES = {"no_occlusion": 0.0, "slight_occlusion": 0.25, "severe_occlusion": 0.75}
+
+
+@dataclass(frozen=True)
+class Statistic:
+    name: str
+    precision: bool  # AP if True, AR if False
+    iou: float | None  # one IoU threshold, or None for the mean over all ten
+    area: str = "all"
+    occlusion: str = "all"
+    max_detections: int = 100
+
+
+_AREA_STATISTICS = [Statistic(f"AP{s}", True, None, area) for s, area in (("s", "small"), ("m", "medium"), ("l", "large"))]
+_AREA_RECALLS = [Statistic(f"AR{s}", False, None, area) for s, area in (("s", "small"), ("m", "medium"), ("l", "large"))]
+_OCCLUSION_STATISTICS = [Statistic(f"AP{s}o", True, None, occlusion=occ) for s, occ in (("s", "light"), ("m", "medium"), ("h", "heavy"))]
+_OCCLUSION_RECALLS = [Statistic(f"AR{s}o", False, None, occlusion=occ) for s, occ in (("s", "light"), ("m", "medium"), ("h", "heavy"))]
+_HEAD = [Statistic("AP", True, None), Statistic("AP50", True, 0.5), Statistic("AP75", True, 0.75)]
+_RECALLS = [Statistic(f"AR{n}", False, None, max_detections=n) for n in MAX_DETECTIONS]
+
+YTVIS_STATISTICS = (*_HEAD, *_AREA_STATISTICS, *_RECALLS, *_AREA_RECALLS)
+OVIS_STATISTICS = (*_HEAD, *_AREA_STATISTICS, *_OCCLUSION_STATISTICS, *_RECALLS, *_AREA_RECALLS, *_OCCLUSION_RECALLS)
+
+
+def mean_nonzero_area(areas: list) -> float:
+    """A track's area: the mean of its per-frame areas that are neither 0 nor None (0 if there are none)."""
+    present = [a for a in areas if a]
+    return float(np.array(present).mean()) if present else 0.0
+
+
+def occlusion_score(levels: list[str | None]) -> float:
+    """OVIS occlusion score: the mean of the highest ceil(n/2) of the n per-frame level scores."""
+    scores = sorted(OCCLUSION_SCORES[level] for level in levels if level is not None)
+    top = scores[-math.ceil(len(scores) / 2):]
+    return sum(top) / len(top)
+
+
+def video_iou(detections: list[list], ground_truths: list[list], n_frames: int) -> np.ndarray:
+    """Track IoU Σ_t |d ∩ g| / Σ_t |d ∪ g| for every (detection, ground truth) pair -> (D, G) float64.
+
+    detections, ground_truths: per track, per frame a compressed RLE or None (no mask). A frame where only
+    one of the two has a mask adds its area to the union; a zero union gives IoU 0. Intersections come from
+    pycocotools' per-frame IoU of all pairs at once: |d ∩ g| = iou · (|d| + |g|) / (1 + iou), rounded.
+    """
+    intersection = np.zeros((len(detections), len(ground_truths)))
+    det_area = np.zeros(len(detections))
+    gt_area = np.zeros(len(ground_truths))
+    for t in range(n_frames):
+        d_index = [i for i, track in enumerate(detections) if track[t] is not None]
+        g_index = [j for j, track in enumerate(ground_truths) if track[t] is not None]
+        d_rles = [detections[i][t] for i in d_index]
+        g_rles = [ground_truths[j][t] for j in g_index]
+        d_area = mask_api.area(d_rles).astype(np.float64) if d_rles else np.zeros(0)
+        g_area = mask_api.area(g_rles).astype(np.float64) if g_rles else np.zeros(0)
+        det_area[d_index] += d_area
+        gt_area[g_index] += g_area
+        if d_rles and g_rles:
+            iou = np.asarray(mask_api.iou(d_rles, g_rles, [0] * len(g_rles))).reshape(len(d_rles), len(g_rles))
+            intersection[np.ix_(d_index, g_index)] += np.rint(iou * (d_area[:, None] + g_area[None, :]) / (1 + iou))
+    union = det_area[:, None] + gt_area[None, :] - intersection
+    return np.divide(intersection, union, out=np.zeros_like(union), where=union > 0)
+
+
+def greedy_match(ious: np.ndarray, gt_ignored: np.ndarray, gt_crowd: np.ndarray) -> np.ndarray:
+    """COCO matching at each IoU threshold -> (T, D) index of the matched ground truth, -1 if none.
+
+    ious: (D, G), detections best score first; gt_ignored, gt_crowd: bool (G,), regular ground truths first.
+    Each detection in turn takes the available ground truth (not yet matched, or crowd) of highest IoU, if
+    at least the threshold; a regular ground truth is preferred over any ignored one; among equal IoUs the
+    last one wins (as in the official loop, which keeps a new candidate when its IoU is >= the best so far).
+    """
+    n_det, n_gt = ious.shape
+    n_thresholds = len(IOU_THRESHOLDS)
+    match = np.full((n_thresholds, n_det), -1)
+    if n_gt == 0:
+        return match
+    thresholds = np.minimum(IOU_THRESHOLDS, 1 - 1e-10)[:, None]
+    taken = np.zeros((n_thresholds, n_gt), bool)
+    rows = np.arange(n_thresholds)
+    for d in range(n_det):
+        candidates = (~taken | gt_crowd) & (ious[d] >= thresholds)
+        regular = candidates & ~gt_ignored
+        pool = np.where(regular.any(axis=1, keepdims=True), regular, candidates)
+        scored = np.where(pool, ious[d], -np.inf)
+        last_best = n_gt - 1 - np.argmax(scored[:, ::-1] == scored.max(axis=1, keepdims=True), axis=1)
+        found = pool.any(axis=1)
+        match[found, d] = last_best[found]
+        taken[rows[found], last_best[found]] = True
+    return match
+
+
+@dataclass(frozen=True)
+class _Range:
+    """One evaluation subset: an area range and an occlusion range (None: occlusion not used)."""
+
+    area: tuple[float, float]
+    occlusion: tuple[float, float] | None
+
+
+@dataclass(frozen=True)
+class _VideoJob:
+    n_frames: int
+    ground_truths: list[GroundTruthTrack]
+    detections: list[PredictedTrack]
+    ranges: list[_Range]
+
+
+@dataclass(frozen=True)
+class _Matches:
+    """The matching of one (video, category) in one range: detections best score first (at most 100)."""
+
+    scores: np.ndarray  # (D,)
+    matched: np.ndarray  # (T, D) bool
+    ignored: np.ndarray  # (T, D) bool
+    n_regular_gt: int
+
+
+def _outside(value: float, bounds: tuple[float, float]) -> bool:
+    return value < bounds[0] or value > bounds[1]
+
+
+def _evaluate_video(job: _VideoJob) -> dict[tuple[int, int], _Matches]:
+    """{(category id, range index): matches} for every category with ground truth or detections in the video."""
+    by_category: dict[int, tuple[list, list]] = defaultdict(lambda: ([], []))
+    for gt in job.ground_truths:
+        by_category[gt.category_id][0].append(gt)
+    for det in job.detections:
+        by_category[det.category_id][1].append(det)
+    results = {}
+    for category, (gts, dets) in by_category.items():
+        order = np.argsort([-d.score for d in dets], kind="mergesort")[:MAX_DETECTIONS[-1]]
+        dets = [dets[i] for i in order]
+        ious = video_iou([d.segmentations for d in dets], [g.segmentations for g in gts], job.n_frames)
+        det_area = [mean_nonzero_area([mask_api.area(s) if s is not None else None for s in d.segmentations]) for d in dets]
+        gt_area = [mean_nonzero_area(g.areas) for g in gts]
+        gt_occlusion = [occlusion_score(g.occlusion) if g.occlusion is not None else None for g in gts]
+        scores = np.array([d.score for d in dets], np.float64)
+        for r, bounds in enumerate(job.ranges):
+            gt_ignored = np.array([g.iscrowd or _outside(a, bounds.area) or (bounds.occlusion is not None and _outside(o, bounds.occlusion))
+                                   for g, a, o in zip(gts, gt_area, gt_occlusion)], bool)
+            gt_order = np.argsort(gt_ignored, kind="mergesort")
+            gt_ignored = gt_ignored[gt_order]
+            crowd = np.array([gts[j].iscrowd for j in gt_order], bool)
+            match = greedy_match(ious[:, gt_order], gt_ignored, crowd)
+            matched = match >= 0
+            det_outside = np.array([_outside(a, bounds.area) for a in det_area], bool)
+            # A matched detection is ignored with its ground truth (match -1 reads the appended False).
+            ignored = np.where(matched, np.append(gt_ignored, False)[match], det_outside[None, :])
+            results[category, r] = _Matches(scores, matched, ignored, int((~gt_ignored).sum()))
+    return results
+
+
+def _precision_recall(matches: list[_Matches], max_detections: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Interpolated precision (T, R) at the recall thresholds and final recall (T,) over the videos' matches
+    (in video id order), keeping each video's best `max_detections`; None when no regular ground truth."""
+    n_gt = sum(m.n_regular_gt for m in matches)
+    if n_gt == 0:
+        return None
+    scores = np.concatenate([m.scores[:max_detections] for m in matches])
+    order = np.argsort(-scores, kind="mergesort")
+    matched = np.concatenate([m.matched[:, :max_detections] for m in matches], axis=1)[:, order]
+    ignored = np.concatenate([m.ignored[:, :max_detections] for m in matches], axis=1)[:, order]
+    tp = np.cumsum(matched & ~ignored, axis=1).astype(np.float64)
+    fp = np.cumsum(~matched & ~ignored, axis=1).astype(np.float64)
+    n_det = tp.shape[1]
+    precision = np.zeros((len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS)))
+    if n_det == 0:
+        return precision, np.zeros(len(IOU_THRESHOLDS))
+    recall = tp / n_gt
+    # Precision made non-increasing from the right: the best precision at any higher recall.
+    envelope = np.maximum.accumulate((tp / (fp + tp + np.spacing(1)))[:, ::-1], axis=1)[:, ::-1]
+    for t in range(len(IOU_THRESHOLDS)):
+        index = np.searchsorted(recall[t], RECALL_THRESHOLDS, side="left")
+        reached = index < n_det
+        precision[t, reached] = envelope[t, index[reached]]
+    return precision, recall[:, -1]
+
+
+def evaluate_video_map(ground_truth_path: Path, results_path: Path, *, workers: int = 1, ovis: bool = False) -> dict:
+    """Video mAP statistics {name: value} of results.json against a YouTube-VIS (or OVIS) ground-truth json."""
+    gt = read_ground_truth(ground_truth_path, occlusion=ovis)
+    detections = read_results(results_path, gt.videos, gt.category_ids)
+    statistics = OVIS_STATISTICS if ovis else YTVIS_STATISTICS
+    range_names = list(dict.fromkeys((s.area, s.occlusion) for s in statistics))
+    ranges = [_Range(AREA_RANGES[a], OCCLUSION_RANGES[o] if ovis else None) for a, o in range_names]
+
+    video_ids = sorted(gt.videos)
+    gts_of, dets_of = defaultdict(list), defaultdict(list)
+    for track in gt.tracks:
+        gts_of[track.video_id].append(track)
+    for track in detections:
+        dets_of[track.video_id].append(track)
+    jobs = [_VideoJob(gt.videos[v].length, gts_of[v], dets_of[v], ranges) for v in video_ids]
+    per_video = parallel_map(_evaluate_video, jobs, workers)
+
+    shape = (len(IOU_THRESHOLDS), len(gt.category_ids), len(ranges), len(MAX_DETECTIONS))
+    precision = -np.ones((shape[0], len(RECALL_THRESHOLDS), *shape[1:]))
+    recall = -np.ones(shape)
+    for k, category in enumerate(gt.category_ids):
+        for r in range(len(ranges)):
+            matches = [video[category, r] for video in per_video if (category, r) in video]
+            for m, max_detections in enumerate(MAX_DETECTIONS):
+                curves = _precision_recall(matches, max_detections) if matches else None
+                if curves is not None:
+                    precision[:, :, k, r, m], recall[:, k, r, m] = curves
+
+    summary = {}
+    for stat in statistics:
+        thresholds = slice(None) if stat.iou is None else np.where(IOU_THRESHOLDS == stat.iou)[0]
+        r = range_names.index((stat.area, stat.occlusion))
+        m = MAX_DETECTIONS.index(stat.max_detections)
+        values = precision[thresholds, :, :, r, m] if stat.precision else recall[thresholds, :, r, m]
+        values = values[values > -1]
+        summary[stat.name] = float(values.mean()) if values.size else -1.0
+    return summary
+
+
+def _results_file(pred: Path) -> Path:
+    """`pred` may be results.json itself or the folder infer.py wrote it to."""
+    return pred / "results.json" if pred.is_dir() else pred
+
+
+def evaluate_ytvis(pred: Path, gt: Path, *, workers: int = 1) -> dict:
+    """YouTube-VIS video mAP: the 12 statistics AP ... ARl (see the module docstring)."""
+    return evaluate_video_map(Path(gt), _results_file(Path(pred)), workers=workers)
+
+
+def evaluate_ovis(pred: Path, gt: Path, *, workers: int = 1) -> dict:
+    """OVIS video mAP: the 12 YouTube-VIS statistics and the 6 occlusion ones (see the module docstring)."""
+    return evaluate_video_map(Path(gt), _results_file(Path(pred)), workers=workers, ovis=True)

@@ -1,0 +1,197 @@
+"""YouTube-VIS / OVIS json: ground truth, results.json and the zip uploaded to the evaluation servers (EVAL.md §1).
+
+Ground truth: {"videos": [{id, height, width, length, file_names, ...}], "categories": [{id, name, ...}],
+"annotations": [{id, video_id, category_id, iscrowd, segmentations: [RLE | null per frame],
+areas: [int | null per frame], occlusion (OVIS): ["no_occlusion" | "slight_occlusion" | "severe_occlusion" | null]}]}.
+RLEs are COCO RLEs, uncompressed (counts a list, as the real YouTube-VIS files have) or compressed.
+
+Results: a list of {"video_id", "category_id", "score", "segmentations": [RLE | null per frame]}, one entry per
+predicted track, with one segmentation per frame of the video (compressed RLE with `counts` as str; null where
+the track has no mask, which the official evaluators treat like an empty mask).
+"""
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tarvis_fast.formats.atomic import atomic_open
+from tarvis_fast.formats.rle import RLE, encode_rle, to_compressed
+
+OCCLUSION_LEVELS = ("no_occlusion", "slight_occlusion", "severe_occlusion")
+RESULTS_NAME = "results.json"  # the name the servers expect inside the zip
+
+
+@dataclass(frozen=True)
+class Video:
+    id: int
+    height: int
+    width: int
+    length: int
+
+
+@dataclass(frozen=True)
+class GroundTruthTrack:
+    """One annotated object: per-frame compressed RLEs (counts as bytes, pycocotools' form) or None."""
+
+    id: int
+    video_id: int
+    category_id: int
+    iscrowd: bool
+    segmentations: list[RLE | None]
+    areas: list[float | None]
+    occlusion: list[str | None] | None  # OVIS only
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    videos: dict[int, Video]
+    category_ids: list[int]
+    tracks: list[GroundTruthTrack]
+
+
+@dataclass(frozen=True)
+class PredictedTrack:
+    """One predicted track: per-frame RLEs (compressed; counts str or bytes) or None where it has no mask."""
+
+    video_id: int
+    category_id: int
+    score: float
+    segmentations: list[RLE | None]
+
+
+def track_from_masks(video_id: int, category_id: int, score: float, masks: np.ndarray) -> PredictedTrack:
+    """A track from its binary masks (T, H, W); frames with an empty mask get no segmentation (null)."""
+    if masks.ndim != 3:
+        raise ValueError(f"track of video {video_id}: masks must be (T, H, W), got shape {masks.shape}")
+    segmentations = [encode_rle(mask) if mask.any() else None for mask in masks]
+    return PredictedTrack(int(video_id), int(category_id), float(score), segmentations)
+
+
+def _json_rle(rle: RLE | None) -> dict | None:
+    if rle is None:
+        return None
+    counts = rle["counts"]
+    return {"size": [int(s) for s in rle["size"]], "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+
+
+def write_results(path: str | Path, tracks: Iterable[PredictedTrack]) -> None:
+    """Write results.json (atomically)."""
+    entries = [{"video_id": t.video_id, "category_id": t.category_id, "score": t.score,
+                "segmentations": [_json_rle(rle) for rle in t.segmentations]} for t in tracks]
+    with atomic_open(path, "w") as handle:
+        json.dump(entries, handle)
+
+
+def write_upload_zip(results_json: str | Path, zip_path: str | Path) -> None:
+    """Pack results.json into the zip the YouTube-VIS / OVIS servers take (it must sit at the zip's root)."""
+    with atomic_open(zip_path, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(results_json, arcname=RESULTS_NAME)
+
+
+def _load_json(path: Path) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+
+
+def _frame_rle(segmentation: Any, video: Video, where: str) -> RLE | None:
+    """One per-frame segmentation -> compressed RLE (bytes counts) of the video's size, or None."""
+    if segmentation is None:
+        return None
+    if not isinstance(segmentation, dict) or not isinstance(segmentation.get("counts"), (str, bytes, list)):
+        raise ValueError(f"{where}: expected an RLE dict with 'size' and 'counts' (str or list) or null, "
+                         f"got {str(segmentation)[:60]}")
+    rle = to_compressed(segmentation)
+    if list(rle["size"]) != [video.height, video.width]:
+        raise ValueError(f"{where}: mask size {list(rle['size'])} (H, W), but video {video.id} is "
+                         f"{[video.height, video.width]}")
+    return rle
+
+
+def _require(entry: Mapping, keys: Sequence[str], where: str) -> None:
+    missing = [key for key in keys if key not in entry]
+    if missing:
+        raise ValueError(f"{where}: missing {', '.join(missing)}")
+
+
+def _frame_list(entry: Mapping, key: str, video: Video, where: str) -> list:
+    values = entry[key]
+    if not isinstance(values, list) or len(values) != video.length:
+        got = f"a list of {len(values)}" if isinstance(values, list) else type(values).__name__
+        raise ValueError(f"{where}: '{key}' must list one entry per frame of video {video.id} ({video.length}), got {got}")
+    return values
+
+
+def read_ground_truth(path: str | Path, *, occlusion: bool = False) -> GroundTruth:
+    """Read a YouTube-VIS or (occlusion=True) OVIS ground-truth json; raises naming the file and entry."""
+    path = Path(path)
+    data = _load_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a json object with videos, categories and annotations")
+    _require(data, ("videos", "categories", "annotations"), str(path))
+    videos = {}
+    for i, v in enumerate(data["videos"]):
+        _require(v, ("id", "height", "width", "length"), f"{path}: videos[{i}]")
+        videos[v["id"]] = Video(int(v["id"]), int(v["height"]), int(v["width"]), int(v["length"]))
+    category_ids = sorted(int(c["id"]) for c in data["categories"])
+    tracks = []
+    for i, ann in enumerate(data["annotations"] or []):
+        where = f"{path}: annotations[{i}]"
+        _require(ann, ("id", "video_id", "category_id", "segmentations", "areas"), where)
+        video = videos.get(ann["video_id"])
+        if video is None:
+            raise ValueError(f"{where}: unknown video_id {ann['video_id']}")
+        if ann["category_id"] not in category_ids:
+            raise ValueError(f"{where}: unknown category_id {ann['category_id']}")
+        segmentations = [_frame_rle(s, video, f"{where} frame {t}")
+                         for t, s in enumerate(_frame_list(ann, "segmentations", video, where))]
+        areas = _frame_list(ann, "areas", video, where)
+        levels = None
+        if occlusion:
+            _require(ann, ("occlusion",), where)
+            levels = _frame_list(ann, "occlusion", video, where)
+            unknown = {level for level in levels if level is not None} - set(OCCLUSION_LEVELS)
+            if unknown:
+                raise ValueError(f"{where}: unknown occlusion levels {sorted(unknown)}; expected {OCCLUSION_LEVELS}")
+            if all(level is None for level in levels):
+                raise ValueError(f"{where}: no frame has an occlusion level")
+        tracks.append(GroundTruthTrack(int(ann["id"]), video.id, int(ann["category_id"]), bool(ann.get("iscrowd", 0)),
+                                       segmentations, areas, levels))
+    return GroundTruth(videos, category_ids, tracks)
+
+
+def read_results(path: str | Path, videos: Mapping[int, Video], category_ids: Iterable[int]) -> list[PredictedTrack]:
+    """Read results.json, checked against the ground truth's videos and categories: raises naming the
+    file, the entry and the frame for an unknown video or category id, a wrong number of frames or a
+    mask of the wrong size. Segmentations come back as compressed RLEs (counts bytes) or None."""
+    path = Path(path)
+    data = _load_json(path)
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a json list of tracks, got {type(data).__name__}")
+    known_categories = set(category_ids)
+    tracks = []
+    for i, entry in enumerate(data):
+        where = f"{path}: entry {i}"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: expected an object, got {type(entry).__name__}")
+        _require(entry, ("video_id", "category_id", "score", "segmentations"), where)
+        video = videos.get(entry["video_id"])
+        if video is None:
+            raise ValueError(f"{where}: unknown video_id {entry['video_id']}")
+        if entry["category_id"] not in known_categories:
+            raise ValueError(f"{where}: unknown category_id {entry['category_id']}")
+        if not isinstance(entry["score"], (int, float)) or isinstance(entry["score"], bool):
+            raise ValueError(f"{where}: score must be a number, got {entry['score']!r}")
+        segmentations = [_frame_rle(s, video, f"{where} (video {video.id}) frame {t}")
+                         for t, s in enumerate(_frame_list(entry, "segmentations", video, where))]
+        tracks.append(PredictedTrack(video.id, int(entry["category_id"]), float(entry["score"]), segmentations))
+    return tracks
