@@ -382,6 +382,19 @@ class SegmentColours:
         raise RuntimeError(f"no free colour left near {category.color} for category {category_id}")
 
 
+def _factorize(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(keys, return_inverse=True) for keys >= -1; a linear-time table when the key range is small."""
+    span = int(keys.max(initial=-1)) + 2
+    if span > 1 << 26:
+        unique, inverse = np.unique(keys, return_inverse=True)
+        return unique, inverse.reshape(keys.shape)
+    shifted = keys + 1
+    unique = np.flatnonzero(np.bincount(shifted.ravel(), minlength=span))
+    table = np.zeros(span, np.int64)
+    table[unique] = np.arange(len(unique))
+    return unique - 1, table[shifted]
+
+
 def encode_panoptic_video(semantic: np.ndarray, instance: np.ndarray, categories: Mapping[int, Category], *,
                           ignore_label: int = 255, seed: int = 0) -> tuple[np.ndarray, list[list[Segment]]]:
     """Semantic and instance maps of one video -> segment ids and per-frame segments.
@@ -405,8 +418,7 @@ def encode_panoptic_video(semantic: np.ndarray, instance: np.ndarray, categories
     n_instances = int(instance.max(initial=0)) + 1
     # one key per segment: (category, instance) for things, (category, 0) for stuff; -1 for VOID
     keys = np.where(valid, semantic * n_instances + np.where(is_thing, instance, 0), -1)
-    unique_keys, inverse = np.unique(keys, return_inverse=True)
-    inverse = inverse.reshape(keys.shape)
+    unique_keys, inverse = _factorize(keys)
     colours = SegmentColours(categories, np.random.default_rng(seed))
     segment_ids = np.zeros(len(unique_keys), np.uint32)
     segment_categories = np.zeros(len(unique_keys), np.int64)
