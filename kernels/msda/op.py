@@ -46,8 +46,12 @@ def ms_deform_attn(
         (N, Lq, M * D), in the dtype of value. Each sample is exactly `grid_sample(mode="bilinear",
         padding_mode="zeros", align_corners=False)`; the Triton path accumulates in fp32 for fp16/bf16.
 
-    value, sampling_locations and attention_weights share one floating dtype (fp16, bf16, fp32, fp64) and
-    one device with spatial_shapes and level_start_index; any strides are accepted.
+    value is fp16, bf16, fp32 or fp64; sampling_locations and attention_weights share value's dtype, or
+    are fp32 when value is fp16/bf16 (what autocast produces, and worth keeping: a bf16 location is off
+    by up to a third of a pixel on a 104-pixel-wide map). All five tensors are on one device; any
+    strides are accepted. The forward reads
+    spatial_shapes and level_start_index on the host to check them against S (one small device-to-host
+    copy on CUDA, skipped while a CUDA graph is being captured).
     """
     _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     impl = _choose_backend(backend, value)
@@ -79,7 +83,17 @@ def _check_inputs(
     for name, t in (("spatial_shapes", spatial_shapes), ("level_start_index", level_start_index)):
         if t.dtype != torch.int64:
             raise TypeError(f"{OP}: {name} must be int64, got {t.dtype}")
-    check_floating(OP, value=value, sampling_locations=sampling_locations, attention_weights=attention_weights)
+    check_floating(OP, value=value)
+    check_floating(OP, sampling_locations=sampling_locations, attention_weights=attention_weights)
+    if sampling_locations.dtype not in sampling_dtypes(value.dtype):
+        raise TypeError(
+            f"{OP}: sampling_locations and attention_weights must be {' or '.join(map(str, sampling_dtypes(value.dtype)))} "
+            f"with value {value.dtype}, got {sampling_locations.dtype}"
+        )
+    if sampling_locations.device != value.device:
+        raise ValueError(
+            f"{OP}: sampling_locations must be on value's device {value.device}, got {sampling_locations.device}"
+        )
     for name, t in (("spatial_shapes", spatial_shapes), ("level_start_index", level_start_index)):
         if t.device != value.device:
             raise ValueError(f"{OP}: {name} must be on value's device {value.device}, got {t.device}")
@@ -102,16 +116,30 @@ def _check_inputs(
         )
 
 
-def _choose_backend(backend: str, value: Tensor) -> str:
-    impl = resolve_backend(backend, value.device, OP)
-    if impl == "triton":
-        from .triton import HEAD_DIMS
+def sampling_dtypes(value_dtype: torch.dtype) -> tuple[torch.dtype, ...]:
+    """The dtypes sampling_locations and attention_weights may have next to a value of value_dtype."""
+    if value_dtype in (torch.float16, torch.bfloat16):
+        return (value_dtype, torch.float32)
+    return (value_dtype,)
 
-        head_dim = value.shape[-1]
-        if head_dim not in HEAD_DIMS:
-            if backend == "auto":
-                return "torch"
-            raise ValueError(f"{OP}: backend='triton' supports head sizes D in {HEAD_DIMS}, got D={head_dim}")
+
+def _choose_backend(backend: str, value: Tensor) -> str:
+    """resolve_backend, plus the PyTorch path for "auto" where the kernels cannot run (no triton package,
+    or a head size D they are not compiled for)."""
+    impl = resolve_backend(backend, value.device, OP)
+    if impl != "triton":
+        return impl
+    try:
+        from .triton import HEAD_DIMS
+    except ImportError as exc:
+        if backend == "auto":
+            return "torch"
+        raise RuntimeError(f"{OP}: backend='triton' needs the triton package ({exc})") from exc
+    head_dim = value.shape[-1]
+    if head_dim not in HEAD_DIMS:
+        if backend == "auto":
+            return "torch"
+        raise ValueError(f"{OP}: backend='triton' supports head sizes D in {HEAD_DIMS}, got D={head_dim}")
     return impl
 
 

@@ -1,4 +1,5 @@
-"""Triton kernels for multi-scale deformable attention: forward and backward, fp16/bf16/fp32/fp64.
+"""Triton kernels for multi-scale deformable attention: forward and backward, fp16/bf16/fp32/fp64 values
+with locations and weights in the value's dtype or (next to fp16/bf16 values) fp32.
 
 Layout. Every tensor but value is indexed by a *row* r = (n * Lq + q) * M + m, one (batch, query, head)
 triple: sampling_locations is (rows, L, P, 2), attention_weights (rows, L, P) and the output (rows, D),
@@ -49,11 +50,11 @@ def _bilinear(loc_ptr, sample, height, width, COMPUTE: tl.constexpr):
 
 
 @triton.jit
-def _corner_offsets(token_base, start, y, x, height, width, row_ok, TOKEN_STRIDE, channels):
+def _corner_offsets(token_base, start, y, x, height, width, row_ok, token_stride, channels):
     """Element offsets (BLOCK_ROWS, D) of value at pixel (y, x) of a level, and which rows may read it."""
     ok = row_ok & (y >= 0) & (y < height) & (x >= 0) & (x < width)
     token = start + y * width + x
-    return (token_base + token * TOKEN_STRIDE)[:, None] + channels[None, :], ok[:, None]
+    return (token_base + token * token_stride)[:, None] + channels[None, :], ok[:, None]
 
 
 @triton.jit(do_not_specialize=_INT_ARGS)
@@ -252,33 +253,39 @@ def ms_deform_attn_backward(
 
 _TRITON_TYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float64: "fp64"}
 
+_SAMPLING_POINTERS = ("loc_ptr", "weight_ptr", "grad_loc_ptr", "grad_weight_ptr")
+
 
 def aot_specs() -> list[AOTSpec]:
-    """Every configuration the dispatcher launches on a GPU: kernel x dtype x D (one block size each).
+    """Every configuration the dispatcher launches on a GPU: kernel x (value dtype, locations-and-weights
+    dtype) x D, one block size each.
 
     Pointers are marked 16-byte aligned, as the dispatcher guarantees (`_aligned`) and Triton's launcher
     then specialises; integer arguments are not specialised (`do_not_specialize`).
     """
+    from .op import sampling_dtypes  # the op's input contract: which dtype pairs reach the kernels
+
     specs = []
     for kernel, name in ((msda_forward_kernel, "forward"), (msda_backward_kernel, "backward")):
         params = kernel.arg_names
         for dtype in DTYPES:
-            io = "*" + _TRITON_TYPE[dtype]
             compute = _compute_dtype(dtype)
-            accumulator = "*fp64" if compute == tl.float64 else "*fp32"
-            pointer_types = {
-                "shapes_ptr": "*i64", "starts_ptr": "*i64", "grad_value_ptr": accumulator,
-            }
-            for d in HEAD_DIMS:
-                constexprs = {"D": d, "COMPUTE": compute, "BLOCK_ROWS": _block_rows(d, dtype, name)}
-                signature = {
-                    p: "constexpr" if p in constexprs else "i32" if p in _INT_ARGS else pointer_types.get(p, io)
-                    for p in params
-                }
-                aligned = {(i,): [["tt.divisibility", 16]] for i, p in enumerate(params) if p.endswith("_ptr")}
-                specs.append(AOTSpec(
-                    name=f"msda_{name}_{_TRITON_TYPE[dtype]}_D{d}_rows{constexprs['BLOCK_ROWS']}",
-                    kernel=kernel, signature=signature, constexprs=constexprs, attrs=aligned,
-                    options={"num_warps": NUM_WARPS, "num_stages": NUM_STAGES},
-                ))
+            for sampling_dtype in sampling_dtypes(dtype):
+                types = {"shapes_ptr": "*i64", "starts_ptr": "*i64",
+                         "grad_value_ptr": "*fp64" if compute == tl.float64 else "*fp32"}
+                types.update({p: "*" + _TRITON_TYPE[sampling_dtype] for p in _SAMPLING_POINTERS})
+                dtypes_name = _TRITON_TYPE[dtype] + ("" if sampling_dtype == dtype else f"_{_TRITON_TYPE[sampling_dtype]}loc")
+                for d in HEAD_DIMS:
+                    constexprs = {"D": d, "COMPUTE": compute, "BLOCK_ROWS": _block_rows(d, dtype, name)}
+                    signature = {
+                        p: "constexpr" if p in constexprs else "i32" if p in _INT_ARGS
+                        else types.get(p, "*" + _TRITON_TYPE[dtype])
+                        for p in params
+                    }
+                    aligned = {(i,): [["tt.divisibility", 16]] for i, p in enumerate(params) if p.endswith("_ptr")}
+                    specs.append(AOTSpec(
+                        name=f"msda_{name}_{dtypes_name}_D{d}_rows{constexprs['BLOCK_ROWS']}",
+                        kernel=kernel, signature=signature, constexprs=constexprs, attrs=aligned,
+                        options={"num_warps": NUM_WARPS, "num_stages": NUM_STAGES},
+                    ))
     return specs

@@ -42,9 +42,12 @@ CASES = [
 ]
 
 
-def make_inputs(case: Case, dtype: torch.dtype = torch.float64, seed: int = 0) -> dict[str, torch.Tensor]:
+def make_inputs(
+    case: Case, dtype: torch.dtype = torch.float64, sampling_dtype: torch.dtype | None = None, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """Random inputs whose locations range over [-0.25, 1.25] (a margin of points fully outside the
-    maps) and include the exact borders 0 and 1."""
+    maps) and include the exact borders 0 and 1. Locations and weights are in sampling_dtype (default:
+    dtype)."""
     g = torch.Generator().manual_seed(seed)
     num_levels = len(case.levels)
     s = sum(h * w for h, w in case.levels)
@@ -56,8 +59,8 @@ def make_inputs(case: Case, dtype: torch.dtype = torch.float64, seed: int = 0) -
         "value": torch.randn(case.n, s, case.m, case.d, generator=g, dtype=torch.float64).to(dtype),
         "spatial_shapes": torch.tensor(case.levels, dtype=torch.int64),
         "level_start_index": torch.tensor([sum(h * w for h, w in case.levels[:i]) for i in range(num_levels)]),
-        "sampling_locations": loc.to(dtype),
-        "attention_weights": weights.to(dtype),
+        "sampling_locations": loc.to(sampling_dtype or dtype),
+        "attention_weights": weights.to(sampling_dtype or dtype),
     }
 
 
@@ -107,22 +110,31 @@ def test_float64_matches_reference(case: Case, backend: str) -> None:
 # Reduced-precision inputs against the float64 reference on the same rounded inputs. Both paths compute
 # in fp32 and round once when they store, so the error is about one unit in the last place of the
 # output's largest magnitudes: tolerance eps(dtype) x max |reference| (eps = 2**-10 for fp16, 2**-7 for
-# bf16; fp32 gets 2**-17, room for the fp32 rounding of a few hundred accumulated terms).
+# bf16; fp32 gets 2**-17, room for the fp32 rounding of a few hundred accumulated terms). With fp32
+# locations and weights next to a 16-bit value (what autocast produces), their gradients are fp32 and
+# held to the fp32 tolerance.
 PRECISION_CASE = Case(levels=((7, 5), (4, 9), (3, 3)), n=2, m=3, d=32, lq=23, p=4)
+DTYPE_PAIRS = [(torch.float16, None), (torch.bfloat16, None), (torch.float32, None),
+               (torch.float16, torch.float32), (torch.bfloat16, torch.float32)]
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def _tolerance(dtype: torch.dtype) -> float:
+    return 2.0**-17 if dtype == torch.float32 else torch.finfo(dtype).eps
+
+
+@pytest.mark.parametrize(("dtype", "sampling_dtype"), DTYPE_PAIRS, ids=str)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_reduced_precision_within_tolerance(dtype: torch.dtype, backend: str) -> None:
-    inputs = make_inputs(PRECISION_CASE, dtype)
+def test_reduced_precision_within_tolerance(dtype: torch.dtype, sampling_dtype: torch.dtype | None,
+                                            backend: str) -> None:
+    inputs = make_inputs(PRECISION_CASE, dtype, sampling_dtype)
     out, grads = forward_backward(inputs, None, backend)
-    assert out.dtype == dtype and all(g.dtype == dtype for g in grads)
+    assert out.dtype == dtype
     grad_output = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     ref_out, ref_grads = reference(inputs, grad_output.to(dtype))
-    eps = 2.0**-17 if dtype == torch.float32 else torch.finfo(dtype).eps
-    assert_close_to(out, ref_out, eps, "output")
+    assert_close_to(out, ref_out, _tolerance(dtype), "output")
     for name, g, ref in zip(DIFFERENTIABLE, grads, ref_grads):
-        assert_close_to(g, ref, eps, f"grad {name}")
+        assert g.dtype == inputs[name].dtype
+        assert_close_to(g, ref, _tolerance(g.dtype), f"grad {name}")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -251,7 +263,11 @@ BAD_INPUTS = {
                          ValueError, "L=2"),
     "weights shape": (lambda: _bad(attention_weights=torch.rand(2, 6, 2, 2, 4, dtype=torch.float64)),
                       ValueError, "attention_weights"),
-    "mixed dtypes": (lambda: _bad(attention_weights=torch.rand(2, 6, 2, 2, 3)), TypeError, "share one dtype"),
+    "locations and weights dtypes": (lambda: _bad(attention_weights=torch.rand(2, 6, 2, 2, 3)),
+                                     TypeError, "share one dtype"),
+    "fp32 locations with fp64 value": (
+        lambda: _bad(sampling_locations=torch.rand(2, 6, 2, 2, 3, 2), attention_weights=torch.rand(2, 6, 2, 2, 3)),
+        TypeError, "must be torch.float64 with value torch.float64"),
     "integer value": (lambda: _bad(value=torch.zeros(2, 23, 2, 16, dtype=torch.int64)), TypeError, "value must be"),
     "devices": (lambda: _bad(spatial_shapes=torch.tensor([[3, 5], [2, 4]], device="meta")), ValueError, "device"),
 }

@@ -16,7 +16,8 @@ import pytest
 from tarvis_fast.kernels.msda.triton import HEAD_DIMS
 
 KERNELS = ("forward", "backward")
-DTYPES = ("fp16", "bf16", "fp32", "fp64")
+# value dtype, and that of locations and weights when it differs (fp32 next to 16-bit values, as autocast gives)
+DTYPES = ("fp16", "bf16", "fp32", "fp64", "fp16_fp32loc", "bf16_fp32loc")
 ARCHS = (90, 80)
 
 
@@ -32,11 +33,11 @@ def test_every_configuration_compiles_without_spills(tmp_path: Path) -> None:
     assert proc.returncode == 0, f"AOT compile failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     results = json.loads(report.read_text())
 
-    # One configuration per kernel x dtype x head size, each compiled for both architectures.
+    # One configuration per kernel x dtypes x head size, each compiled for both architectures.
     for kernel in KERNELS:
         for dtype in DTYPES:
             for d in HEAD_DIMS:
-                prefix = f"msda_{kernel}_{dtype}_D{d}_"
+                prefix = f"msda_{kernel}_{dtype}_D{d}_rows"
                 archs = sorted(r["arch"] for r in results if r["name"].startswith(prefix))
                 assert archs == sorted(ARCHS), f"{prefix}*: compiled for {archs}"
     assert len(results) == len(KERNELS) * len(DTYPES) * len(HEAD_DIMS) * len(ARCHS)
