@@ -37,13 +37,19 @@ def boundary_map(masks: np.ndarray) -> np.ndarray:
     last row only the right neighbour is compared, in the last column only the lower one, and the
     bottom-right pixel is never on the boundary (the Berkeley `seg2bmap` convention DAVIS uses: the
     boundary sits half a pixel towards the origin from the contour).
+
+    Two comparisons suffice: a pixel differs from its lower-right neighbour exactly when it differs
+    from its right neighbour or that one differs from the pixel below it, so a pixel is on the
+    boundary when it differs from its right neighbour, or it or its right neighbour differs from the
+    pixel below.
     """
     m = masks.astype(bool, copy=False)
-    edges = np.zeros_like(m)
-    top_left = m[..., :-1, :-1]
-    edges[..., :-1, :-1] = (top_left != m[..., :-1, 1:]) | (top_left != m[..., 1:, :-1]) | (top_left != m[..., 1:, 1:])
-    edges[..., -1, :-1] = m[..., -1, :-1] != m[..., -1, 1:]
-    edges[..., :-1, -1] = m[..., :-1, -1] != m[..., 1:, -1]
+    edges = np.empty_like(m)
+    np.not_equal(m[..., :, :-1], m[..., :, 1:], out=edges[..., :, :-1])
+    edges[..., :, -1] = False
+    differs_below = m[..., :-1, :] != m[..., 1:, :]
+    edges[..., :-1, :] |= differs_below
+    edges[..., :-1, :-1] |= differs_below[..., :, 1:]
     return edges
 
 
@@ -70,13 +76,30 @@ class _BoundaryPixels:
     radius: int
 
     @classmethod
-    def of(cls, boundaries: np.ndarray, radius: int) -> "_BoundaryPixels":
-        """boundaries: bool (T, H, W)."""
-        n_frames, height, width = boundaries.shape
-        frame, within_frame = np.divmod(np.flatnonzero(boundaries), height * width)
-        row, col = np.divmod(within_frame, width)
+    def of(cls, masks: np.ndarray, radius: int) -> "_BoundaryPixels":
+        """Boundary pixels of bool masks (T, H, W).
+
+        The boundary map is only computed in the frames where the masks have pixels, on their bounding
+        box over those frames, grown by one pixel up and left (a boundary pixel can sit just outside the
+        mask there) and by one empty row and column down and right (so that the box's last row and
+        column follow the rules of inner pixels, as they do in the full image, unless the box reaches
+        the image's edge).
+        """
+        n_frames, height, width = masks.shape
         padded_width = width + 2 * radius
-        keys = (frame * (height + 2 * radius) + row + radius) * padded_width + col + radius
+        present = np.flatnonzero(masks.reshape(n_frames, -1).any(axis=1))
+        if present.size == 0:
+            nothing = np.zeros(0, np.int64)
+            return cls(nothing, nothing, n_frames, padded_width, radius)
+        footprint = masks[present].any(axis=0) if present.size < n_frames else masks.any(axis=0)
+        rows, cols = np.flatnonzero(footprint.any(axis=1)), np.flatnonzero(footprint.any(axis=0))
+        top, bottom = max(rows[0] - 1, 0), min(rows[-1] + 2, height)
+        left, right = max(cols[0] - 1, 0), min(cols[-1] + 2, width)
+        box = masks[present, top:bottom, left:right] if present.size < n_frames else masks[:, top:bottom, left:right]
+        index, within_box = np.divmod(np.flatnonzero(boundary_map(box)), (bottom - top) * (right - left))
+        row, col = np.divmod(within_box, right - left)
+        frame = present[index]
+        keys = (frame * (height + 2 * radius) + top + row + radius) * padded_width + left + col + radius
         return cls(keys, frame, n_frames, padded_width, radius)
 
     def per_frame(self) -> np.ndarray:
@@ -87,33 +110,44 @@ class _BoundaryPixels:
         """Per frame (T,), the number of these pixels within the disk of radius r of some `reference` pixel of
         the same frame: |self ∩ dilate(reference, disk(r))|. Each disk row is a run of keys
         [key + dy·padded_width - half, key + dy·padded_width + half]; it holds a reference pixel when the
-        first reference key at or after the run's start is not past its end."""
+        first reference key at or after the run's start is not past its end. Rows are tried nearest first,
+        each only for the pixels not yet found near."""
         sentinel = np.iinfo(np.int64).max  # "no reference key after this point"
         reference_keys = np.append(reference.keys, sentinel)
-        near = np.zeros(self.keys.shape, bool)
-        for dy, half in disk_rows(self.radius):
-            run_start = self.keys + (dy * self.padded_width - half)
-            near |= reference_keys[np.searchsorted(reference_keys, run_start)] <= run_start + 2 * half
-        return np.bincount(self.frames[near], minlength=self.n_frames)
+        near = np.zeros(self.n_frames, np.int64)
+        # First drop the pixels with no reference key anywhere in the rows y - r .. y + r around them.
+        reach = self.radius * self.padded_width + self.radius
+        pending = np.flatnonzero(reference_keys[np.searchsorted(reference_keys, self.keys - reach)] <= self.keys + reach)
+        for dy, half in sorted(disk_rows(self.radius), key=lambda row: abs(row[0])):
+            if pending.size == 0:
+                break
+            run_start = self.keys[pending] + (dy * self.padded_width - half)
+            found = reference_keys[np.searchsorted(reference_keys, run_start)] <= run_start + 2 * half
+            near += np.bincount(self.frames[pending[found]], minlength=self.n_frames)
+            pending = pending[~found]
+        return near
 
 
-def _region_similarity(gt: np.ndarray, pred: np.ndarray, n_gt: int, n_pred: int, valid: np.ndarray | None) -> np.ndarray:
-    """J for every (result id, ground-truth id) pair and frame -> (n_pred, n_gt, T) float64.
+def _count_per_frame(masks: np.ndarray) -> np.ndarray:
+    """Pixels set in each frame of bool masks (T, H, W) -> (T,) int64."""
+    return masks.reshape(len(masks), -1).view(np.uint8).sum(axis=1, dtype=np.uint32).astype(np.int64)
 
-    gt, pred: (T, H, W) ids in 0..n_gt and 0..n_pred; valid: bool (T, H, W) or None (all pixels count).
-    One bincount over combined (frame, gt id, result id) codes gives every intersection and area.
-    """
-    n_frames = gt.shape[0]
-    codes = gt.astype(np.int64) * (n_pred + 1) + pred
-    codes += (np.arange(n_frames) * ((n_gt + 1) * (n_pred + 1)))[:, None, None]
-    codes = codes.reshape(-1) if valid is None else codes[valid]
-    confusion = np.bincount(codes, minlength=n_frames * (n_gt + 1) * (n_pred + 1)).reshape(n_frames, n_gt + 1, n_pred + 1)
-    intersection = confusion[:, 1:, 1:]
-    gt_area = confusion[:, 1:, :].sum(axis=2)
-    pred_area = confusion[:, :, 1:].sum(axis=1)
-    union = gt_area[:, :, None] + pred_area[:, None, :] - intersection
-    jaccard = np.divide(intersection, union, out=np.ones(union.shape), where=union > 0)
-    return jaccard.transpose(2, 1, 0)
+
+@dataclass(frozen=True)
+class _ObjectMasks:
+    """One object's masks in all frames, with the per-frame areas and boundary pixels that J and F use."""
+
+    masks: np.ndarray  # bool (T, H, W)
+    area: np.ndarray  # (T,)
+    boundary: _BoundaryPixels
+
+    @classmethod
+    def of(cls, labels: np.ndarray, object_id: int, valid: np.ndarray | None, radius: int) -> "_ObjectMasks":
+        """labels: (T, H, W) ids; valid: bool (T, H, W), or None when every pixel counts."""
+        masks = labels == object_id
+        if valid is not None:
+            masks &= valid
+        return cls(masks, _count_per_frame(masks), _BoundaryPixels.of(masks, radius))
 
 
 def _f_measure(fg_matched: np.ndarray, n_fg: np.ndarray, gt_matched: np.ndarray, n_gt: np.ndarray) -> np.ndarray:
@@ -130,24 +164,14 @@ def _f_measure(fg_matched: np.ndarray, n_fg: np.ndarray, gt_matched: np.ndarray,
         return np.where(total > 0, 2 * precision * recall / total, 0.0)
 
 
-def _boundary_f(gt: np.ndarray, pred: np.ndarray, valid: np.ndarray | None,
-                pairs: list[tuple[int, int]]) -> dict[tuple[int, int], np.ndarray]:
-    """F per frame (T,) for each (result id, ground-truth id) pair; gt, pred, valid as in `_region_similarity`."""
-    radius = boundary_radius(*gt.shape[1:])
-
-    def boundary_pixels(labels: np.ndarray, object_id: int) -> _BoundaryPixels:
-        mask = labels == object_id
-        if valid is not None:
-            mask &= valid
-        return _BoundaryPixels.of(boundary_map(mask), radius)
-
-    pred_pixels = {p: boundary_pixels(pred, p) for p in sorted({p for p, _ in pairs})}
-    gt_pixels = {g: boundary_pixels(gt, g) for g in sorted({g for _, g in pairs})}
-    scores = {}
-    for p, g in pairs:
-        fg, truth = pred_pixels[p], gt_pixels[g]
-        scores[p, g] = _f_measure(fg.count_near(truth), fg.per_frame(), truth.count_near(fg), truth.per_frame())
-    return scores
+def _pair_scores(result: _ObjectMasks, truth: _ObjectMasks) -> tuple[np.ndarray, np.ndarray]:
+    """(J, F) per frame, each (T,) float64, of a result object against a ground-truth object."""
+    intersection = _count_per_frame(result.masks & truth.masks)
+    union = result.area + truth.area - intersection
+    jaccard = np.divide(intersection, union, out=np.ones(union.shape), where=union > 0)
+    boundary_f = _f_measure(result.boundary.count_near(truth.boundary), result.boundary.per_frame(),
+                            truth.boundary.count_near(result.boundary), truth.boundary.per_frame())
+    return jaccard, boundary_f
 
 
 def object_statistics(per_frame: np.ndarray) -> tuple[float, float, float]:
@@ -189,20 +213,22 @@ def _evaluate_sequence(job: _SequenceJob) -> list[tuple[str, tuple[float, ...]]]
     else:
         valid, max_id = ~void, MAX_PROPOSALS
     pred = read_results(job.results, job.sequence, frame_names, shape=gt.shape[1:], max_id=max_id)
-    n_pred = max(n_objects, int(pred.max(initial=0)))
-
-    jaccard = _region_similarity(gt, pred, n_objects, n_pred, valid)
+    radius = boundary_radius(*gt.shape[1:])
+    truths = [_ObjectMasks.of(gt, g, valid, radius) for g in range(1, n_objects + 1)]
     if job.task == "semi-supervised":
-        pairs = [(k, k) for k in range(1, n_objects + 1)]
-        boundary = _boundary_f(gt, pred, valid, pairs)
+        scores = [_pair_scores(_ObjectMasks.of(pred, k, valid, radius), truth) for k, truth in enumerate(truths, 1)]
     else:
-        all_pairs = [(p, g) for p in range(1, n_pred + 1) for g in range(1, n_objects + 1)]
-        boundary = _boundary_f(gt, pred, valid, all_pairs)
-        f_mean = np.array([[boundary[p, g].mean() for g in range(1, n_objects + 1)] for p in range(1, n_pred + 1)])
-        rows, cols = linear_sum_assignment(-(jaccard.mean(axis=2) + f_mean.reshape(n_pred, n_objects)) / 2)
-        pairs = [(int(p) + 1, int(g) + 1) for p, g in zip(rows, cols)]
-    return [(f"{job.sequence}_{i}", object_statistics(jaccard[p - 1, g - 1]) + object_statistics(boundary[p, g]))
-            for i, (p, g) in enumerate(pairs, 1)]
+        # Every result id, zero-padded up to the number of objects, against every object; then the
+        # one-to-one assignment with the best total (J + F) / 2.
+        n_results = max(n_objects, int(pred.max(initial=0)))
+        table = []
+        for p in range(1, n_results + 1):
+            result = _ObjectMasks.of(pred, p, valid, radius)
+            table.append([_pair_scores(result, truth) for truth in truths])
+        mean_scores = np.array([[(j.mean() + f.mean()) / 2 for j, f in row] for row in table]).reshape(n_results, n_objects)
+        rows, cols = linear_sum_assignment(-mean_scores)
+        scores = [table[r][c] for r, c in zip(rows, cols)]
+    return [(f"{job.sequence}_{i}", object_statistics(j) + object_statistics(f)) for i, (j, f) in enumerate(scores, 1)]
 
 
 def evaluate_davis(pred: Path, gt: Path, *, workers: int = 1, task: str = "semi-supervised",

@@ -76,18 +76,35 @@ def test_disk_matches_scikit_image():
     assert boundary_radius(480, 854) == 8 and boundary_radius(1080, 1920) == 18
 
 
-def test_near_counts_match_brute_force_distances():
-    # Reference: float64 squared distances between every query and reference pixel of the same frame.
+def noisy_patch(rng: np.random.Generator, shape: tuple[int, int, int], box: tuple[slice, slice]) -> np.ndarray:
+    """bool (T, H, W): random pixels inside `box`, none outside."""
+    masks = np.zeros(shape, bool)
+    masks[:, box[0], box[1]] = rng.random(masks[:, box[0], box[1]].shape) > 0.6
+    return masks
+
+
+@pytest.mark.parametrize("box", [(slice(5, 12), slice(8, 20)),  # inside the image
+                                 (slice(0, 4), slice(0, 30)),  # touching the top, left and right edges
+                                 (slice(14, 20), slice(25, 30)),  # the bottom-right corner
+                                 (slice(0, 0), slice(0, 0))])  # empty
+def test_boundary_pixels_and_near_counts_match_brute_force(box):
+    # _BoundaryPixels works on the masks' bounding box; its pixels must be those of boundary_map on the
+    # full frames, and its near counts those of float64 squared distances between every query and
+    # reference boundary pixel of the same frame.
     rng = np.random.default_rng(1)
-    radius = 3
-    query, reference = rng.random((2, 4, 20, 30)) > np.array([0.9, 0.97])[:, None, None, None]
-    counts = _BoundaryPixels.of(query, radius).count_near(_BoundaryPixels.of(reference, radius))
+    radius, shape = 3, (4, 20, 30)
+    query = noisy_patch(rng, shape, box)
+    reference = noisy_patch(rng, shape, (slice(3, 17), slice(4, 26)))
+    pixels = _BoundaryPixels.of(query, radius)
+    frame, row, col = np.nonzero(boundary_map(query))
+    padded_width = shape[2] + 2 * radius
+    np.testing.assert_array_equal(pixels.keys, (frame * (shape[1] + 2 * radius) + row + radius) * padded_width + col + radius)
     expected = []
-    for q, r in zip(query, reference):
+    for q, r in zip(boundary_map(query), boundary_map(reference)):
         qp, rp = np.argwhere(q).astype(np.float64), np.argwhere(r).astype(np.float64)
         d2 = ((qp[:, None, :] - rp[None, :, :]) ** 2).sum(-1)
-        expected.append(int((d2 <= radius**2).any(axis=1).sum()) if len(rp) else 0)
-    np.testing.assert_array_equal(counts, expected)
+        expected.append(int((d2 <= radius**2).any(axis=1).sum()) if len(rp) and len(qp) else 0)
+    np.testing.assert_array_equal(pixels.count_near(_BoundaryPixels.of(reference, radius)), expected)
 
 
 def test_object_statistics_by_hand():
