@@ -62,8 +62,10 @@ def per_frame_loop(results: Path, root: Path) -> dict[str, float]:
             jaccard[k - 1, t] = np.sum(gt_mask & pred_mask) / union if union else 1.0
             gt_edges, pred_edges = boundary_map(gt_mask), boundary_map(pred_mask)
             n_gt, n_pred = gt_edges.sum(), pred_edges.sum()
-            precision = np.sum(pred_edges & cv2.dilate(gt_edges.astype(np.uint8), disk).astype(bool)) / n_pred if n_pred else 1.0
-            recall = np.sum(gt_edges & cv2.dilate(pred_edges.astype(np.uint8), disk).astype(bool)) / n_gt if n_gt else 1.0
+            gt_near = cv2.dilate(gt_edges.astype(np.uint8), disk).astype(bool)
+            pred_near = cv2.dilate(pred_edges.astype(np.uint8), disk).astype(bool)
+            precision = np.sum(pred_edges & gt_near) / n_pred if n_pred else 1.0
+            recall = np.sum(gt_edges & pred_near) / n_gt if n_gt else 1.0
             boundary_f[k - 1, t] = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     j = np.mean([object_statistics(x) for x in jaccard], axis=0)
     f = np.mean([object_statistics(x) for x in boundary_f], axis=0)

@@ -91,11 +91,11 @@ class _BoundaryPixels:
         if present.size == 0:
             nothing = np.zeros(0, np.int64)
             return cls(nothing, nothing, n_frames, padded_width, radius)
-        footprint = masks[present].any(axis=0) if present.size < n_frames else masks.any(axis=0)
+        footprint = masks.any(axis=0)
         rows, cols = np.flatnonzero(footprint.any(axis=1)), np.flatnonzero(footprint.any(axis=0))
         top, bottom = max(rows[0] - 1, 0), min(rows[-1] + 2, height)
         left, right = max(cols[0] - 1, 0), min(cols[-1] + 2, width)
-        box = masks[present, top:bottom, left:right] if present.size < n_frames else masks[:, top:bottom, left:right]
+        box = masks[present, top:bottom, left:right]
         index, within_box = np.divmod(np.flatnonzero(boundary_map(box)), (bottom - top) * (right - left))
         row, col = np.divmod(within_box, right - left)
         frame = present[index]
@@ -117,7 +117,8 @@ class _BoundaryPixels:
         near = np.zeros(self.n_frames, np.int64)
         # First drop the pixels with no reference key anywhere in the rows y - r .. y + r around them.
         reach = self.radius * self.padded_width + self.radius
-        pending = np.flatnonzero(reference_keys[np.searchsorted(reference_keys, self.keys - reach)] <= self.keys + reach)
+        first_in_reach = reference_keys[np.searchsorted(reference_keys, self.keys - reach)]
+        pending = np.flatnonzero(first_in_reach <= self.keys + reach)
         for dy, half in sorted(disk_rows(self.radius), key=lambda row: abs(row[0])):
             if pending.size == 0:
                 break
@@ -191,6 +192,8 @@ def object_statistics(per_frame: np.ndarray) -> tuple[float, float, float]:
 
 @dataclass(frozen=True)
 class _SequenceJob:
+    """What a worker needs to evaluate one sequence."""
+
     results: Path
     root: Path
     sequence: str
@@ -225,8 +228,8 @@ def _evaluate_sequence(job: _SequenceJob) -> list[tuple[str, tuple[float, ...]]]
         for p in range(1, n_results + 1):
             result = _ObjectMasks.of(pred, p, valid, radius)
             table.append([_pair_scores(result, truth) for truth in truths])
-        mean_scores = np.array([[(j.mean() + f.mean()) / 2 for j, f in row] for row in table]).reshape(n_results, n_objects)
-        rows, cols = linear_sum_assignment(-mean_scores)
+        mean_scores = np.array([[(j.mean() + f.mean()) / 2 for j, f in row] for row in table])
+        rows, cols = linear_sum_assignment(-mean_scores.reshape(n_results, n_objects))
         scores = [table[r][c] for r, c in zip(rows, cols)]
     return [(f"{job.sequence}_{i}", object_statistics(j) + object_statistics(f)) for i, (j, f) in enumerate(scores, 1)]
 
@@ -244,7 +247,9 @@ def evaluate_davis(pred: Path, gt: Path, *, workers: int = 1, task: str = "semi-
     objects = [obj for sequence in parallel_map(_evaluate_sequence, jobs, workers) for obj in sequence]
     if not objects:
         raise ValueError(f"{gt}: no objects in the first annotated frame of any {subset} sequence")
-    j_mean, j_recall, j_decay, f_mean, f_recall, f_decay = np.mean([stats for _, stats in objects], axis=0)
+    # One contiguous row per statistic, so that each mean sums like the toolkit's np.mean over a list.
+    per_object = np.array([stats for _, stats in objects]).T.copy()
+    j_mean, j_recall, j_decay, f_mean, f_recall, f_decay = per_object.mean(axis=1)
     values = ((j_mean + f_mean) / 2, j_mean, j_recall, j_decay, f_mean, f_recall, f_decay)
     summary: dict = {name: float(value) for name, value in zip(STATISTICS, values)}
     summary["per_sequence"] = {name: {"J-Mean": stats[0], "F-Mean": stats[3]} for name, stats in objects}

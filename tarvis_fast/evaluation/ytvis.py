@@ -47,15 +47,26 @@ class Statistic:
     max_detections: int = 100
 
 
-_AREA_STATISTICS = [Statistic(f"AP{s}", True, None, area) for s, area in (("s", "small"), ("m", "medium"), ("l", "large"))]
-_AREA_RECALLS = [Statistic(f"AR{s}", False, None, area) for s, area in (("s", "small"), ("m", "medium"), ("l", "large"))]
-_OCCLUSION_STATISTICS = [Statistic(f"AP{s}o", True, None, occlusion=occ) for s, occ in (("s", "light"), ("m", "medium"), ("h", "heavy"))]
-_OCCLUSION_RECALLS = [Statistic(f"AR{s}o", False, None, occlusion=occ) for s, occ in (("s", "light"), ("m", "medium"), ("h", "heavy"))]
-_HEAD = [Statistic("AP", True, None), Statistic("AP50", True, 0.5), Statistic("AP75", True, 0.75)]
-_RECALLS = [Statistic(f"AR{n}", False, None, max_detections=n) for n in MAX_DETECTIONS]
+_AREA_SUFFIXES = {"s": "small", "m": "medium", "l": "large"}
+_OCCLUSION_SUFFIXES = {"so": "light", "mo": "medium", "ho": "heavy"}
 
-YTVIS_STATISTICS = (*_HEAD, *_AREA_STATISTICS, *_RECALLS, *_AREA_RECALLS)
-OVIS_STATISTICS = (*_HEAD, *_AREA_STATISTICS, *_OCCLUSION_STATISTICS, *_RECALLS, *_AREA_RECALLS, *_OCCLUSION_RECALLS)
+
+def _statistics(occlusion: bool) -> tuple[Statistic, ...]:
+    """The statistics in the order the official summarize() prints them."""
+    def group(precision: bool) -> list[Statistic]:
+        kind = "AP" if precision else "AR"
+        if precision:
+            head = [Statistic("AP", True, None), Statistic("AP50", True, 0.5), Statistic("AP75", True, 0.75)]
+        else:
+            head = [Statistic(f"AR{n}", False, None, max_detections=n) for n in MAX_DETECTIONS]
+        sizes = [Statistic(kind + suffix, precision, None, area=area) for suffix, area in _AREA_SUFFIXES.items()]
+        levels = [Statistic(kind + suffix, precision, None, occlusion=occ) for suffix, occ in _OCCLUSION_SUFFIXES.items()]
+        return head + sizes + (levels if occlusion else [])
+    return (*group(True), *group(False))
+
+
+YTVIS_STATISTICS = _statistics(occlusion=False)
+OVIS_STATISTICS = _statistics(occlusion=True)
 
 
 def mean_nonzero_area(areas: list) -> float:
@@ -135,6 +146,8 @@ class _Range:
 
 @dataclass(frozen=True)
 class _VideoJob:
+    """What a worker needs to evaluate one video: its tracks (in file order) and the ranges."""
+
     n_frames: int
     ground_truths: list[GroundTruthTrack]
     detections: list[PredictedTrack]
@@ -167,20 +180,21 @@ def _evaluate_video(job: _VideoJob) -> dict[tuple[int, int], _Matches]:
         order = np.argsort([-d.score for d in dets], kind="mergesort")[:MAX_DETECTIONS[-1]]
         dets = [dets[i] for i in order]
         ious = video_iou([d.segmentations for d in dets], [g.segmentations for g in gts], job.n_frames)
-        det_area = [mean_nonzero_area([mask_api.area(s) if s is not None else None for s in d.segmentations]) for d in dets]
-        gt_area = [mean_nonzero_area(g.areas) for g in gts]
-        gt_occlusion = [occlusion_score(g.occlusion) if g.occlusion is not None else None for g in gts]
         scores = np.array([d.score for d in dets], np.float64)
+        det_area = [mean_nonzero_area([None if s is None else mask_api.area(s) for s in d.segmentations]) for d in dets]
+        gt_area = [mean_nonzero_area(g.areas) for g in gts]
+        gt_occlusion = [None if g.occlusion is None else occlusion_score(g.occlusion) for g in gts]
         for r, bounds in enumerate(job.ranges):
-            gt_ignored = np.array([g.iscrowd or _outside(a, bounds.area) or (bounds.occlusion is not None and _outside(o, bounds.occlusion))
-                                   for g, a, o in zip(gts, gt_area, gt_occlusion)], bool)
-            gt_order = np.argsort(gt_ignored, kind="mergesort")
+            gt_ignored = np.array([gt.iscrowd or _outside(area, bounds.area)
+                                   or (bounds.occlusion is not None and _outside(occlusion, bounds.occlusion))
+                                   for gt, area, occlusion in zip(gts, gt_area, gt_occlusion)], bool)
+            gt_order = np.argsort(gt_ignored, kind="mergesort")  # regular ground truths first
             gt_ignored = gt_ignored[gt_order]
-            crowd = np.array([gts[j].iscrowd for j in gt_order], bool)
-            match = greedy_match(ious[:, gt_order], gt_ignored, crowd)
+            match = greedy_match(ious[:, gt_order], gt_ignored, np.array([gts[j].iscrowd for j in gt_order], bool))
             matched = match >= 0
-            det_outside = np.array([_outside(a, bounds.area) for a in det_area], bool)
-            # A matched detection is ignored with its ground truth (match -1 reads the appended False).
+            det_outside = np.array([_outside(area, bounds.area) for area in det_area], bool)
+            # A matched detection is ignored with its ground truth (match -1 reads the appended False), an
+            # unmatched one when its area is outside the range.
             ignored = np.where(matched, np.append(gt_ignored, False)[match], det_outside[None, :])
             results[category, r] = _Matches(scores, matched, ignored, int((~gt_ignored).sum()))
     return results

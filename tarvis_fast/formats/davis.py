@@ -68,7 +68,8 @@ def read_label_png(path: str | Path, *, shape: tuple[int, int] | None = None, ma
         raise FileNotFoundError(f"{path}: label PNG not found")
     with Image.open(path) as image:
         if image.mode not in ("P", "L"):
-            raise ValueError(f"{path}: expected an indexed (palette) or 8-bit grey PNG of object ids, got mode {image.mode}")
+            raise ValueError(f"{path}: expected an indexed (palette) or 8-bit grey PNG of object ids, "
+                             f"got mode {image.mode}")
         labels = np.array(image)
     if shape is not None and labels.shape != tuple(shape):
         raise ValueError(f"{path}: size (H, W) = {labels.shape}, expected {tuple(shape)}")

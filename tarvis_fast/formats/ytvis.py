@@ -77,7 +77,9 @@ def _json_rle(rle: RLE | None) -> dict | None:
     if rle is None:
         return None
     counts = rle["counts"]
-    return {"size": [int(s) for s in rle["size"]], "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii")
+    return {"size": [int(s) for s in rle["size"]], "counts": counts}
 
 
 def write_results(path: str | Path, tracks: Iterable[PredictedTrack]) -> None:
@@ -127,7 +129,8 @@ def _frame_list(entry: Mapping, key: str, video: Video, where: str) -> list:
     values = entry[key]
     if not isinstance(values, list) or len(values) != video.length:
         got = f"a list of {len(values)}" if isinstance(values, list) else type(values).__name__
-        raise ValueError(f"{where}: '{key}' must list one entry per frame of video {video.id} ({video.length}), got {got}")
+        raise ValueError(f"{where}: '{key}' must list one entry per frame of video {video.id} ({video.length}), "
+                         f"got {got}")
     return values
 
 

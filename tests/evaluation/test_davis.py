@@ -98,7 +98,8 @@ def test_boundary_pixels_and_near_counts_match_brute_force(box):
     pixels = _BoundaryPixels.of(query, radius)
     frame, row, col = np.nonzero(boundary_map(query))
     padded_width = shape[2] + 2 * radius
-    np.testing.assert_array_equal(pixels.keys, (frame * (shape[1] + 2 * radius) + row + radius) * padded_width + col + radius)
+    expected_keys = (frame * (shape[1] + 2 * radius) + row + radius) * padded_width + col + radius
+    np.testing.assert_array_equal(pixels.keys, expected_keys)
     expected = []
     for q, r in zip(boundary_map(query), boundary_map(reference)):
         qp, rp = np.argwhere(q).astype(np.float64), np.argwhere(r).astype(np.float64)

@@ -24,7 +24,7 @@ from tarvis_fast.evaluation.ytvis import (
     video_iou,
 )
 from tarvis_fast.formats.rle import to_compressed
-from tarvis_fast.formats.ytvis import OCCLUSION_LEVELS, PredictedTrack, track_from_masks, write_results
+from tarvis_fast.formats.ytvis import OCCLUSION_LEVELS, track_from_masks, write_results
 
 YTVIS_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 
@@ -40,10 +40,11 @@ def uncompressed_rle(mask: np.ndarray) -> dict:
     return {"size": list(mask.shape), "counts": runs}
 
 
-def ground_truth_json(path: Path, videos: list[tuple[int, int, int]], categories: list[int], tracks: list[dict]) -> Path:
-    """Write a YouTube-VIS ground-truth json. videos: (id, height, width, length)... frames per video are
-    taken from `length`; tracks: {video_id, category_id, masks: list of (H, W) bool or None, [iscrowd],
-    [occlusion]}; areas are the masks' pixel counts."""
+def ground_truth_json(path: Path, videos: list[tuple[int, int, int, int]], categories: list[int],
+                      tracks: list[dict]) -> Path:
+    """Write a YouTube-VIS ground-truth json with uncompressed RLEs. videos: (id, height, width, length);
+    tracks: {video_id, category_id, masks: per frame (H, W) bool or None, [iscrowd], [occlusion]}; the
+    areas are the masks' pixel counts."""
     annotations = []
     for i, track in enumerate(tracks, 1):
         annotations.append({
@@ -53,8 +54,8 @@ def ground_truth_json(path: Path, videos: list[tuple[int, int, int]], categories
             "areas": [None if m is None else int(m.sum()) for m in track["masks"]],
             **({"occlusion": track["occlusion"]} if "occlusion" in track else {}),
         })
-    data = {"videos": [{"id": v, "height": h, "width": w, "length": n, "file_names": [f"{v}/{t:05d}.jpg" for t in range(n)]}
-                       for v, h, w, n in videos],
+    data = {"videos": [{"id": v, "height": h, "width": w, "length": n,
+                        "file_names": [f"{v}/{t:05d}.jpg" for t in range(n)]} for v, h, w, n in videos],
             "categories": [{"id": c, "name": f"class{c}", "supercategory": "object"} for c in categories],
             "annotations": annotations}
     path.write_text(json.dumps(data))
@@ -260,7 +261,8 @@ def test_malformed_results_are_named(tmp_path):
     cases = [
         ({**good, "video_id": 8}, r"entry 1: unknown video_id 8"),
         ({**good, "category_id": 9}, r"entry 1: unknown category_id 9"),
-        ({**good, "segmentations": [None, None]}, r"entry 1: 'segmentations' must list one entry per frame of video 7 \(3\), got a list of 2"),
+        ({**good, "segmentations": [None, None]},
+         r"entry 1: 'segmentations' must list one entry per frame of video 7 \(3\), got a list of 2"),
         ({**good, "segmentations": [None, {"size": [4, 6], "counts": "0"}, None]},
          r"entry 1 \(video 7\) frame 1: mask size \[4, 6\] \(H, W\), but video 7 is \[4, 5\]"),
         ({**good, "segmentations": [None, None, [1, 2]]}, r"entry 1 \(video 7\) frame 2: expected an RLE dict"),

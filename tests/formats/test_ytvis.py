@@ -55,14 +55,19 @@ def test_upload_zip_holds_results_json_at_its_root(tmp_path):
         assert archive.read("results.json") == (tmp_path / "results.json").read_bytes()
 
 
+def square() -> np.ndarray:
+    mask = np.zeros((5, 6), bool)
+    mask[1:3, 2:4] = True
+    return mask
+
+
 def gt_data(**annotation) -> dict:
-    mask = masks_of(2)[0]
-    column_major = mask.T.ravel().astype(int)
-    changes = np.flatnonzero(np.diff(column_major)) + 1
-    runs = np.diff(np.concatenate([[0], changes, [column_major.size]])).tolist()
-    uncompressed = {"size": [5, 6], "counts": ([0] if column_major[0] else []) + runs}
+    """One video, one annotation: frame 0 the square as uncompressed RLE, frame 1 as compressed RLE, frame 2 none.
+    Uncompressed counts, column-major: columns 0-1 and row 0 of column 2 are 11 zeros, rows 1-2 two ones,
+    rows 3-4 of column 2 and row 0 of column 3 three zeros, two ones, then 2 + 10 zeros."""
+    uncompressed = {"size": [5, 6], "counts": [11, 2, 3, 2, 12]}
     base = {"id": 1, "video_id": 3, "category_id": 1, "iscrowd": 0,
-            "segmentations": [uncompressed, encode_rle(mask), None], "areas": [int(mask.sum())] * 2 + [None],
+            "segmentations": [uncompressed, encode_rle(square()), None], "areas": [4, 4, None],
             "occlusion": ["no_occlusion", "severe_occlusion", None]}
     return {"videos": [{"id": 3, "height": 5, "width": 6, "length": 3}],
             "categories": [{"id": 2, "name": "b"}, {"id": 1, "name": "a"}],
@@ -74,9 +79,8 @@ def test_ground_truth_reads_compressed_and_uncompressed_rle(tmp_path):
     gt = read_ground_truth(tmp_path / "gt.json", occlusion=True)
     assert gt.videos == VIDEOS and gt.category_ids == [1, 2]
     (track,) = gt.tracks
-    mask = masks_of(2)[0]
-    np.testing.assert_array_equal(decode_rle(track.segmentations[0]), mask)  # from uncompressed counts
-    np.testing.assert_array_equal(decode_rle(track.segmentations[1]), mask)  # from compressed counts
+    np.testing.assert_array_equal(decode_rle(track.segmentations[0]), square())  # from uncompressed counts
+    np.testing.assert_array_equal(decode_rle(track.segmentations[1]), square())  # from compressed counts
     assert track.segmentations[2] is None and track.occlusion == ["no_occlusion", "severe_occlusion", None]
     assert read_ground_truth(tmp_path / "gt.json").tracks[0].occlusion is None
 
@@ -84,7 +88,8 @@ def test_ground_truth_reads_compressed_and_uncompressed_rle(tmp_path):
 @pytest.mark.parametrize("annotation, occlusion, message", [
     ({"video_id": 9}, False, r"annotations\[0\]: unknown video_id 9"),
     ({"category_id": 5}, False, r"annotations\[0\]: unknown category_id 5"),
-    ({"segmentations": [None]}, False, r"annotations\[0\]: 'segmentations' must list one entry per frame of video 3 \(3\), got a list of 1"),
+    ({"segmentations": [None]}, False,
+     r"annotations\[0\]: 'segmentations' must list one entry per frame of video 3 \(3\), got a list of 1"),
     ({"segmentations": [None, {"size": [6, 5], "counts": "0"}, None]}, False,
      r"annotations\[0\] frame 1: mask size \[6, 5\] \(H, W\), but video 3 is \[5, 6\]"),
     ({"areas": None}, False, r"annotations\[0\]: 'areas' must list one entry per frame of video 3 \(3\), got NoneType"),
