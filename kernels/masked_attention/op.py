@@ -1,13 +1,27 @@
-"""`masked_cross_attention`: input checks and backend choice."""
+"""`masked_cross_attention`: input checks, backend choice and the custom ops around the Triton kernels.
+
+The Triton path is three `torch.library.custom_op`s, each with a fake (shape) registration, so that
+`torch.compile(fullgraph=True)` traces through them:
+- `tarvis_fast::masked_attention_pack_mask(mask_logits) -> (words, row_open)`: the bit-packed mask, Q·K/8
+  bytes, and which rows have an open key (no gradient);
+- `tarvis_fast::masked_cross_attention(q, k, v, words, row_open) -> (out, lse)`, differentiable in q, k, v
+  through `register_autograd`, whose backward is
+- `tarvis_fast::masked_cross_attention_backward(grad_out, q, k, v, out, lse, words, row_open) -> (dq, dk, dv)`.
+The PyTorch path is plain differentiable PyTorch.
+"""
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from .._common import Backend, check_floating, resolve_backend
+from .._common import Backend, check_floating, resolve_backend, triton_interpreted
 from .reference import masked_cross_attention_torch
 
 OP = "masked_cross_attention"
+# What the Triton kernels are built for (`triton.HEAD_DIMS`, `triton.GPU_DTYPES`; repeated here so that
+# choosing a backend does not import Triton). fp64 runs under the interpreter only, for the tests.
+TRITON_HEAD_DIMS: tuple[int, ...] = (32, 64)
+TRITON_GPU_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def masked_cross_attention(q: Tensor, k: Tensor, v: Tensor, mask_logits: Tensor, *, backend: Backend = "auto") -> Tensor:
@@ -16,18 +30,23 @@ def masked_cross_attention(q: Tensor, k: Tensor, v: Tensor, mask_logits: Tensor,
     Args:
         q: (B, H, Q, D). k, v: (B, H, K, D). One floating dtype (fp16, bf16, fp32, fp64) and device; any strides.
         mask_logits: (B, Q, K), any floating dtype, shared by all heads. Query q attends key k where the
-            logit is >= 0 (sigmoid >= 0.5); a query whose keys are all blocked attends to all of them.
-            It gets no gradient (the mask is a hard threshold).
+            logit is >= 0 (sigmoid >= 0.5; NaN counts as open); a query whose keys are all blocked attends to
+            all of them. It gets no gradient (the mask is a hard threshold).
         backend: "triton", "torch" (masked softmax in fp32, materialising (B, H, Q, K) scores), or "auto"
-            (Triton on CUDA, the PyTorch path elsewhere). "triton" on CPU tensors needs TRITON_INTERPRET=1
-            set before tarvis_fast.kernels is imported.
+            (Triton on CUDA, the PyTorch path elsewhere and for head sizes or dtypes the kernels are not
+            built for: D in (32, 64); fp16, bf16, fp32). "triton" on CPU tensors needs TRITON_INTERPRET=1 set
+            before tarvis_fast.kernels is imported.
 
     Returns:
         (B, H, Q, D) in q's dtype; softmax scale 1/sqrt(D).
     """
     _check_inputs(q, k, v, mask_logits)
-    resolve_backend(backend, q.device, OP)
-    return masked_cross_attention_torch(q, k, v, mask_logits)
+    if _choose_backend(backend, q) == "torch":
+        return masked_cross_attention_torch(q, k, v, mask_logits)
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    words, row_open = torch.ops.tarvis_fast.masked_attention_pack_mask(mask_logits.detach())
+    out, _ = torch.ops.tarvis_fast.masked_cross_attention(q, k, v, words, row_open)
+    return out
 
 
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor, mask_logits: Tensor) -> None:
@@ -52,3 +71,84 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor, mask_logits: Tensor) -> None:
         raise TypeError(f"{OP}: mask_logits must be floating point (logits, blocked where < 0), got {mask_logits.dtype}")
     if mask_logits.device != q.device:
         raise ValueError(f"{OP}: mask_logits must be on q's device {q.device}, got {mask_logits.device}")
+
+
+def _choose_backend(backend: str, q: Tensor) -> str:
+    impl = resolve_backend(backend, q.device, OP)
+    if impl != "triton":
+        return impl
+    head_dim = q.shape[-1]
+    dtypes = TRITON_GPU_DTYPES if q.device.type == "cuda" or not triton_interpreted() else (*TRITON_GPU_DTYPES, torch.float64)
+    if head_dim in TRITON_HEAD_DIMS and q.dtype in dtypes:
+        return "triton"
+    if backend == "auto":
+        return "torch"
+    raise ValueError(
+        f"{OP}: backend='triton' supports head sizes D in {TRITON_HEAD_DIMS} and dtypes "
+        f"{[str(d) for d in dtypes]} on {q.device.type}, got D={head_dim}, {q.dtype}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Custom ops (the Triton module is imported on first use, so that the package imports without Triton).
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@torch.library.custom_op("tarvis_fast::masked_attention_pack_mask", mutates_args=())
+def _pack_mask(mask_logits: Tensor) -> tuple[Tensor, Tensor]:
+    from .triton import pack_mask
+
+    packed = pack_mask(mask_logits)
+    return packed.words, packed.row_open
+
+
+@_pack_mask.register_fake
+def _(mask_logits: Tensor) -> tuple[Tensor, Tensor]:
+    batch, num_queries, num_keys = mask_logits.shape
+    words = mask_logits.new_empty((batch, (num_keys + 31) // 32, num_queries), dtype=torch.int32)
+    return words, mask_logits.new_empty((batch, num_queries), dtype=torch.int32)
+
+
+@torch.library.custom_op("tarvis_fast::masked_cross_attention", mutates_args=())
+def _attention(q: Tensor, k: Tensor, v: Tensor, words: Tensor, row_open: Tensor) -> tuple[Tensor, Tensor]:
+    from .triton import PackedMask, attention_forward
+
+    return attention_forward(q, k, v, PackedMask(words, row_open))
+
+
+@_attention.register_fake
+def _(q: Tensor, k: Tensor, v: Tensor, words: Tensor, row_open: Tensor) -> tuple[Tensor, Tensor]:
+    return q.new_empty(q.shape), q.new_empty(q.shape[:3], dtype=_acc_dtype(q.dtype))
+
+
+@torch.library.custom_op("tarvis_fast::masked_cross_attention_backward", mutates_args=())
+def _attention_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
+                        words: Tensor, row_open: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    from .triton import PackedMask, attention_backward
+
+    grad_out = grad_out if grad_out.stride(-1) == 1 else grad_out.contiguous()
+    return attention_backward(grad_out, q, k, v, out, lse, PackedMask(words, row_open))
+
+
+@_attention_backward.register_fake
+def _(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
+      words: Tensor, row_open: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _setup_context(ctx, inputs: tuple, output: tuple) -> None:
+    q, k, v, words, row_open = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, words, row_open)
+
+
+def _backward(ctx, grad_out: Tensor, _grad_lse: Tensor | None) -> tuple[Tensor, Tensor, Tensor, None, None]:
+    q, k, v, out, lse, words, row_open = ctx.saved_tensors
+    dq, dk, dv = torch.ops.tarvis_fast.masked_cross_attention_backward(grad_out, q, k, v, out, lse, words, row_open)
+    return dq, dk, dv, None, None
+
+
+_attention.register_autograd(_backward, setup_context=_setup_context)
