@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from tarvis_fast.formats import burst, kitti_step, panoptic
 from tarvis_fast.formats.panoptic import Category, Segment
@@ -226,3 +227,26 @@ def write_burst_gt(gt_dir: Path, sequences: list[dict], first_frame_sequences: l
     gt_dir.mkdir(parents=True, exist_ok=True)
     for name, content in (("all_classes.json", sequences), ("first_frame_annotations.json", first_frame_sequences)):
         (gt_dir / name).write_text(json.dumps({"split": "val", "categories": [], "sequences": content}))
+
+
+# road (stuff), car and person (things); the colours fix the segment ids and so the JSON listing order
+DAVIS_AS_PANOPTIC_CATEGORIES = {0: Category(0, "road", False, (128, 64, 128)), 1: Category(1, "car", True, (0, 0, 142)),
+                                2: Category(2, "person", True, (220, 20, 60))}
+
+
+def write_davis_as_vipseg(davis_root: Path, out: Path, prediction: str, frames: Sequence[int],
+                          sequence: str = "horsejump-high") -> None:
+    """Real DAVIS masks as one VIPSeg video: `osvos` masks as ground truth, `prediction` ("rvos" or "osvos") masks
+    as prediction; background is road (stuff), object k a car (thing) with instance k."""
+    def video(method: str) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.stack([np.asarray(Image.open(Path(davis_root) / method / sequence / f"{t:05d}.png"))
+                           for t in frames]).astype(np.int64)
+        return np.where(labels > 0, 1, 0), labels
+
+    cats = DAVIS_AS_PANOPTIC_CATEGORIES
+    names = [f"{t:05d}.png" for t in frames]
+    gt_ids, gt_segments = panoptic.encode_panoptic_video(*video("osvos"), cats, seed=1)
+    panoptic.write_vipseg_gt(Path(out) / "gt", cats, {sequence: list(zip(names, gt_ids, gt_segments))})
+    writer = panoptic.VipsegPredictionWriter(Path(out) / "pred")
+    writer.add_video(sequence, names, *panoptic.encode_panoptic_video(*video(prediction), cats, seed=2))
+    writer.close()

@@ -72,6 +72,7 @@ class _FrameTables:
 
 def _index_map(ids: np.ndarray, table: np.ndarray, void_index: int, other_index: int) -> np.ndarray:
     """Pixel ids -> position in the sorted id `table`; VOID (0) -> void_index, ids not in the table -> other_index."""
+    table = table.astype(ids.dtype)  # same dtype: searchsorted would otherwise convert every pixel
     position = np.searchsorted(table, ids)
     found = table[np.minimum(position, len(table) - 1)] == ids if len(table) else np.zeros(ids.shape, bool)
     return np.where(found, position, np.where(ids == panoptic.VOID_ID, void_index, other_index))

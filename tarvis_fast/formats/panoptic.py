@@ -6,9 +6,11 @@ A JSON lists each frame's segments (`segments_info`: id, category_id, iscrowd, a
 Layouts (EVAL.md §3):
 
     Cityscapes-VPS ground truth   <gt>/panpotic_gt_val_city_vps.json (sic) + <gt>/panoptic_video/<name>_final_mask.png
-    Cityscapes-VPS prediction     <pred>/pred.json {"annotations": [...]} in GT image order + <pred>/pan_pred/<image id>.png
+    Cityscapes-VPS prediction     <pred>/pred.json {"annotations": [...]} in GT image order
+                                  + <pred>/pan_pred/<image id>.png
     VIPSeg ground truth           <gt>/panoptic_gt_VIPSeg_val.json + <gt>/panomasksRGB/<video id>/<file name>
-    VIPSeg prediction             <pred>/pred.json {"annotations": [{video_id, annotations}]} + <pred>/pan_pred/<video id>/<file name>
+    VIPSeg prediction             <pred>/pred.json {"annotations": [{video_id, annotations}]}
+                                  + <pred>/pan_pred/<video id>/<file name>
 
 Readers return a `PanopticDataset`: categories and, per video, its frames (PNG path + segments) in evaluation order.
 Pixels are read later, one frame at a time, by `load_segment_ids`, which checks a prediction's PNG against its JSON.
@@ -233,7 +235,8 @@ def read_cityscapes_vps_gt(gt_dir: Path) -> PanopticDataset:
     if len(images) % CITYSCAPES_VPS_FRAMES_PER_VIDEO:
         raise PanopticFormatError(f"{json_file}: {len(images)} frames is not a multiple of "
                                   f"{CITYSCAPES_VPS_FRAMES_PER_VIDEO} annotated frames per video")
-    png_names = [_cityscapes_vps_gt_png_name(str(_field(image, "file_name", f"{json_file} images"))) for image in images]
+    png_names = [_cityscapes_vps_gt_png_name(str(_field(image, "file_name", f"{json_file} images")))
+                 for image in images]
     if png_names != sorted(png_names):
         # The official evaluator pairs the *sorted* PNG names with the annotations by position.
         raise PanopticFormatError(f"{json_file}: 'images' are not sorted by file name, so the official evaluator "
@@ -249,7 +252,8 @@ def read_cityscapes_vps_gt(gt_dir: Path) -> PanopticDataset:
                                    merge_duplicates=True, need_area=True)
         frames.append(PanopticFrame(image_id, Path(gt_dir) / CITYSCAPES_VPS_GT_PNG_DIR / png_name, json_file, segments))
     n = CITYSCAPES_VPS_FRAMES_PER_VIDEO
-    videos = tuple(PanopticVideo(frames[i].name.split("_")[0], tuple(frames[i:i + n])) for i in range(0, len(frames), n))
+    videos = tuple(PanopticVideo(frames[i].name.split("_")[0], tuple(frames[i:i + n]))
+                   for i in range(0, len(frames), n))
     return PanopticDataset(categories, videos)
 
 
@@ -506,7 +510,8 @@ GroundTruthFrame = tuple[str, np.ndarray, Sequence[Segment]]  # (name, (H, W) se
 
 
 def _categories_json(categories: Mapping[int, Category]) -> list[dict]:
-    return [{"id": c.id, "name": c.name, "isthing": int(c.isthing), "color": list(c.color)} for c in categories.values()]
+    return [{"id": c.id, "name": c.name, "isthing": int(c.isthing), "color": list(c.color)}
+            for c in categories.values()]
 
 
 def write_cityscapes_vps_gt(gt_dir: Path, categories: Mapping[int, Category],

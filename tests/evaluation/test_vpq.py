@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from tarvis_fast.evaluation import synthetic, vpq
 from tarvis_fast.formats import panoptic
-from tarvis_fast.formats.panoptic import Category, PanopticFormatError, Segment
+from tarvis_fast.formats.panoptic import PanopticFormatError, Segment
 
 ROAD, CAR, PERSON = 0, 1, 2
-CATS = {ROAD: Category(ROAD, "road", False, (128, 64, 128)), CAR: Category(CAR, "car", True, (0, 0, 142)),
-        PERSON: Category(PERSON, "person", True, (220, 20, 60))}
+CATS = synthetic.DAVIS_AS_PANOPTIC_CATEGORIES  # road (stuff), car and person (things)
 
 
 def _segments(ids: np.ndarray, classes: dict[int, int], crowd: tuple[int, ...] = (),
@@ -181,24 +179,9 @@ def test_vipseg_matches_official_evaluators(tmp_path):
     assert result["STQ"]["Length_per_seq"] == [10, 6, 10, 2]
 
 
-def write_davis_as_vipseg(davis_root, out, prediction: str, frames: range) -> None:
-    """OSVOS masks as ground truth, `prediction` (rvos/osvos) masks as prediction: background = road (stuff),
-    object k = a car (thing) with instance k."""
-    def video(method: str) -> tuple[np.ndarray, np.ndarray]:
-        labels = np.stack([np.asarray(Image.open(davis_root / method / "horsejump-high" / f"{t:05d}.png"))
-                           for t in frames]).astype(np.int64)
-        return np.where(labels > 0, CAR, ROAD), labels
-
-    names = [f"{t:05d}.png" for t in frames]
-    gt_ids, gt_segments = panoptic.encode_panoptic_video(*video("osvos"), CATS, seed=1)
-    panoptic.write_vipseg_gt(out / "gt", CATS, {"horsejump-high": list(zip(names, gt_ids, gt_segments))})
-    writer = panoptic.VipsegPredictionWriter(out / "pred")
-    writer.add_video("horsejump-high", names, *panoptic.encode_panoptic_video(*video(prediction), CATS, seed=2))
-    writer.close()
-
-
-# The real horsejump-high masks, every second frame (25 frames, 854x480) recast by `write_davis_as_vipseg`: OSVOS as
-# ground truth, RVOS as prediction. Expected values: the official VIPSeg scripts (as above) on those files.
+# The real horsejump-high masks, every second frame (25 frames, 854x480), recast by
+# `synthetic.write_davis_as_vipseg`: OSVOS as ground truth, RVOS as prediction. Expected values: the official VIPSeg
+# scripts (as above) on those files.
 DAVIS_RVOS_EXPECTED = {
     "vpq-0": (50.97175258489906, 6.797899390025898, 95.14560577977221),
     "vpq-5": (50.4263685052178, 5.745602610947169, 95.10713439948843),
@@ -210,7 +193,7 @@ DAVIS_RVOS_STQ_EXPECTED = {"STQ": 0.44770247576133854, "AQ": 0.28303376615017284
 
 
 def test_real_davis_masks(davis_clip, tmp_path):
-    write_davis_as_vipseg(davis_clip, tmp_path, "rvos", range(0, 50, 2))
+    synthetic.write_davis_as_vipseg(davis_clip, tmp_path, "rvos", range(0, 50, 2))
     result = vpq.evaluate_vipseg(tmp_path / "pred", tmp_path / "gt", workers=2)
     _check_against_official(result, DAVIS_RVOS_EXPECTED)
     for key, value in DAVIS_RVOS_STQ_EXPECTED.items():
