@@ -27,6 +27,7 @@ import numpy as np
 from pycocotools import mask as mask_api
 
 from tarvis_fast.evaluation.parallel import parallel_map
+from tarvis_fast.formats.rle import RLE
 from tarvis_fast.formats.ytvis import GroundTruthTrack, PredictedTrack, read_ground_truth, read_results
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
@@ -82,29 +83,35 @@ def occlusion_score(levels: list[str | None]) -> float:
     return sum(top) / len(top)
 
 
-def video_iou(detections: list[list], ground_truths: list[list], n_frames: int) -> np.ndarray:
+def frame_areas(tracks: list[list[RLE | None]], n_frames: int) -> np.ndarray:
+    """Mask area of each track in each frame -> (N, T) float64; 0 where a track has no mask."""
+    areas = np.zeros((len(tracks), n_frames))
+    for t in range(n_frames):
+        present = [i for i, track in enumerate(tracks) if track[t] is not None]
+        if present:
+            areas[present, t] = mask_api.area([tracks[i][t] for i in present])
+    return areas
+
+
+def video_iou(detections: list[list[RLE | None]], ground_truths: list[list[RLE | None]],
+              det_areas: np.ndarray, gt_areas: np.ndarray) -> np.ndarray:
     """Track IoU Σ_t |d ∩ g| / Σ_t |d ∪ g| for every (detection, ground truth) pair -> (D, G) float64.
 
-    detections, ground_truths: per track, per frame a compressed RLE or None (no mask). A frame where only
-    one of the two has a mask adds its area to the union; a zero union gives IoU 0. Intersections come from
-    pycocotools' per-frame IoU of all pairs at once: |d ∩ g| = iou · (|d| + |g|) / (1 + iou), rounded.
+    detections, ground_truths: per track, per frame a compressed RLE or None (no mask); det_areas (D, T)
+    and gt_areas (G, T) their `frame_areas`. A frame where only one of the two has a mask adds its area to
+    the union; a zero union gives IoU 0. Intersections come from pycocotools' IoU of all pairs of a frame
+    at once: |d ∩ g| = iou · (|d| + |g|) / (1 + iou), rounded to the integer it is.
     """
     intersection = np.zeros((len(detections), len(ground_truths)))
-    det_area = np.zeros(len(detections))
-    gt_area = np.zeros(len(ground_truths))
-    for t in range(n_frames):
+    for t in range(det_areas.shape[1]):
         d_index = [i for i, track in enumerate(detections) if track[t] is not None]
         g_index = [j for j, track in enumerate(ground_truths) if track[t] is not None]
-        d_rles = [detections[i][t] for i in d_index]
-        g_rles = [ground_truths[j][t] for j in g_index]
-        d_area = mask_api.area(d_rles).astype(np.float64) if d_rles else np.zeros(0)
-        g_area = mask_api.area(g_rles).astype(np.float64) if g_rles else np.zeros(0)
-        det_area[d_index] += d_area
-        gt_area[g_index] += g_area
-        if d_rles and g_rles:
-            iou = np.asarray(mask_api.iou(d_rles, g_rles, [0] * len(g_rles))).reshape(len(d_rles), len(g_rles))
-            intersection[np.ix_(d_index, g_index)] += np.rint(iou * (d_area[:, None] + g_area[None, :]) / (1 + iou))
-    union = det_area[:, None] + gt_area[None, :] - intersection
+        if d_index and g_index:
+            iou = np.asarray(mask_api.iou([detections[i][t] for i in d_index], [ground_truths[j][t] for j in g_index],
+                                          [0] * len(g_index))).reshape(len(d_index), len(g_index))
+            area_sum = det_areas[d_index, t][:, None] + gt_areas[g_index, t][None, :]
+            intersection[np.ix_(d_index, g_index)] += np.rint(iou * area_sum / (1 + iou))
+    union = det_areas.sum(axis=1)[:, None] + gt_areas.sum(axis=1)[None, :] - intersection
     return np.divide(intersection, union, out=np.zeros_like(union), where=union > 0)
 
 
@@ -168,31 +175,42 @@ def _outside(value: float, bounds: tuple[float, float]) -> bool:
     return value < bounds[0] or value > bounds[1]
 
 
+def _best_per_category(detections: list[PredictedTrack]) -> list[PredictedTrack]:
+    """Each category's detections, best score first (a stable sort: ties keep file order), at most 100."""
+    by_category: dict[int, list[PredictedTrack]] = defaultdict(list)
+    for det in detections:
+        by_category[det.category_id].append(det)
+    kept = []
+    for dets in by_category.values():
+        kept.extend(dets[i] for i in np.argsort([-d.score for d in dets], kind="mergesort")[:MAX_DETECTIONS[-1]])
+    return kept
+
+
 def _evaluate_video(job: _VideoJob) -> dict[tuple[int, int], _Matches]:
     """{(category id, range index): matches} for every category with ground truth or detections in the video."""
-    by_category: dict[int, tuple[list, list]] = defaultdict(lambda: ([], []))
-    for gt in job.ground_truths:
-        by_category[gt.category_id][0].append(gt)
-    for det in job.detections:
-        by_category[det.category_id][1].append(det)
+    gts, dets = job.ground_truths, _best_per_category(job.detections)
+    det_areas = frame_areas([d.segmentations for d in dets], job.n_frames)
+    gt_areas = frame_areas([g.segmentations for g in gts], job.n_frames)
+    ious = video_iou([d.segmentations for d in dets], [g.segmentations for g in gts], det_areas, gt_areas)
+    det_size = np.array([mean_nonzero_area(row) for row in det_areas])
+    gt_size = [mean_nonzero_area(g.areas) for g in gts]  # from the json's areas, as the official tools do
+    gt_occlusion = [None if g.occlusion is None else occlusion_score(g.occlusion) for g in gts]
     results = {}
-    for category, (gts, dets) in by_category.items():
-        order = np.argsort([-d.score for d in dets], kind="mergesort")[:MAX_DETECTIONS[-1]]
-        dets = [dets[i] for i in order]
-        ious = video_iou([d.segmentations for d in dets], [g.segmentations for g in gts], job.n_frames)
-        scores = np.array([d.score for d in dets], np.float64)
-        det_area = [mean_nonzero_area([None if s is None else mask_api.area(s) for s in d.segmentations]) for d in dets]
-        gt_area = [mean_nonzero_area(g.areas) for g in gts]
-        gt_occlusion = [None if g.occlusion is None else occlusion_score(g.occlusion) for g in gts]
+    for category in dict.fromkeys([g.category_id for g in gts] + [d.category_id for d in dets]):
+        d_index = [i for i, d in enumerate(dets) if d.category_id == category]
+        g_index = [j for j, g in enumerate(gts) if g.category_id == category]
+        scores = np.array([dets[i].score for i in d_index], np.float64)
         for r, bounds in enumerate(job.ranges):
-            gt_ignored = np.array([gt.iscrowd or _outside(area, bounds.area)
-                                   or (bounds.occlusion is not None and _outside(occlusion, bounds.occlusion))
-                                   for gt, area, occlusion in zip(gts, gt_area, gt_occlusion)], bool)
+            gt_ignored = np.array([gts[j].iscrowd or _outside(gt_size[j], bounds.area)
+                                   or (bounds.occlusion is not None and _outside(gt_occlusion[j], bounds.occlusion))
+                                   for j in g_index], bool)
             gt_order = np.argsort(gt_ignored, kind="mergesort")  # regular ground truths first
             gt_ignored = gt_ignored[gt_order]
-            match = greedy_match(ious[:, gt_order], gt_ignored, np.array([gts[j].iscrowd for j in gt_order], bool))
+            ordered = [g_index[k] for k in gt_order]
+            crowd = np.array([gts[j].iscrowd for j in ordered], bool)
+            match = greedy_match(ious[np.ix_(d_index, ordered)], gt_ignored, crowd)
             matched = match >= 0
-            det_outside = np.array([_outside(area, bounds.area) for area in det_area], bool)
+            det_outside = (det_size[d_index] < bounds.area[0]) | (det_size[d_index] > bounds.area[1])
             # A matched detection is ignored with its ground truth (match -1 reads the appended False), an
             # unmatched one when its area is outside the range.
             ignored = np.where(matched, np.append(gt_ignored, False)[match], det_outside[None, :])

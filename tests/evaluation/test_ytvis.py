@@ -19,6 +19,7 @@ from tarvis_fast.evaluation.ytvis import (
     YTVIS_STATISTICS,
     evaluate_ovis,
     evaluate_ytvis,
+    frame_areas,
     greedy_match,
     occlusion_score,
     video_iou,
@@ -82,7 +83,11 @@ def test_video_iou_by_hand():
     # (3 px) -> adds 3 to the union. Frame 2: neither. IoU = 4 / 9. A second detection absent everywhere: 0.
     d0, g0, g1 = box(4, 5, 0, 0, 2, 3), box(4, 5, 0, 0, 2, 2), box(4, 5, 3, 0, 4, 3)
     enc = lambda m: to_compressed(track_from_masks(1, 1, 1.0, m[None]).segmentations[0])  # noqa: E731
-    ious = video_iou([[enc(d0), None, None], [None, None, None]], [[enc(g0), enc(g1), None]], n_frames=3)
+    detections, ground_truths = [[enc(d0), None, None], [None, None, None]], [[enc(g0), enc(g1), None]]
+    det_areas, gt_areas = frame_areas(detections, 3), frame_areas(ground_truths, 3)
+    np.testing.assert_array_equal(det_areas, [[6, 0, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(gt_areas, [[4, 3, 0]])
+    ious = video_iou(detections, ground_truths, det_areas, gt_areas)
     np.testing.assert_allclose(ious, [[4 / 9], [0.0]], rtol=0, atol=1e-15)
 
 
