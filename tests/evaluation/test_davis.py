@@ -146,7 +146,7 @@ def test_semi_supervised_toy_by_hand(tmp_path):
     #     ground-truth boundary pixel -> P = 10/10, R = 8/8, F = 1. Frame 2: every shifted boundary pixel is
     #     within one step of the other boundary -> F = 1. Frame 3: no result boundary -> P = 1, R = 0, F = 0.
     #   J: mean 17/45, recall 1/3, decay mean(4/5, 1/3) - 0 = 17/30; F: mean 2/3, recall 2/3, decay 1.
-    # Object 2: J = F = 0 in every frame.
+    # Object 2: J = F = 0 in every frame. (The official toolkit gives the same numbers on these files.)
     stats = evaluate_davis(tmp_path / "res", root, workers=1)
     expected = {"J-Mean": 17 / 90, "J-Recall": 1 / 6, "J-Decay": 17 / 60,
                 "F-Mean": 1 / 3, "F-Recall": 1 / 3, "F-Decay": 1 / 2, "J&F-Mean": 47 / 180}
@@ -166,7 +166,7 @@ def test_unsupervised_toy_by_hand(tmp_path):
     pred[:, 5, 0] = 3  # a third proposal that matches nothing
     write_results(tmp_path / "res", "toy", [f"{t:05d}" for t in range(5)], pred)
     # Hungarian on (J + F) / 2 pairs result 1 with object 2 and result 2 with object 1, both perfect in
-    # every frame (all 5 frames count): every mean and recall is 1, every decay 0.
+    # every frame (all 5 frames count): every mean and recall is 1, every decay 0 (as the toolkit says).
     stats = evaluate_davis(tmp_path / "res", root, workers=1, task="unsupervised")
     for name in ("J&F-Mean", "J-Mean", "J-Recall", "F-Mean", "F-Recall"):
         assert stats[name] == 1.0, name
