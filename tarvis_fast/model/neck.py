@@ -87,11 +87,11 @@ class MSDeformAttn(nn.Module):
         # Offsets are in cells of each level: divide by the level's (W, H).
         cells = spatial_shapes.flip(-1).to(reference_points.dtype)  # (L, 2) as (W, H)
         locations = reference_points[None, :, None, None, None, :] + offsets / cells[:, None, :]
-        # Under autocast the value is half precision but the locations are float32 (bf16 would put a
-        # sample up to a pixel off); the op takes one dtype, so it runs in the wider one.
-        dtype = torch.promote_types(value.dtype, locations.dtype)
-        out = ms_deform_attn(value.to(dtype), spatial_shapes, level_start_index, locations.to(dtype),
-                             weights.to(dtype), backend=self.backend)
+        # Under autocast the value is half precision; the locations and weights stay float32 (in bf16 a
+        # location can be a third of a pixel off), which the op accepts next to a half-precision value.
+        precise = torch.float32 if value.dtype in (torch.float16, torch.bfloat16) else value.dtype
+        out = ms_deform_attn(value, spatial_shapes, level_start_index, locations.to(precise), weights.to(precise),
+                             backend=self.backend)
         return self.output_proj(out)
 
 

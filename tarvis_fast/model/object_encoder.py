@@ -253,13 +253,14 @@ class PointSetAttention(nn.Module):
         q = F.linear(query, w_q, b_q).view(n, m, c // m) * (c // m) ** -0.5
         k = F.linear(key, w_k, b_k).view(-1, m, c // m)
         v = F.linear(value, w_v, b_v).view(-1, m, c // m)
-        # A softmax per set and head, in float32 (sets hold up to 16k points).
-        scores = (q[set_index] * k).sum(-1).float()  # (P, M)
+        # A softmax per set and head, in float32 at least (sets hold up to 16k points).
+        dtype = torch.promote_types(q.dtype, torch.float32)
+        scores = (q[set_index] * k).sum(-1).to(dtype)  # (P, M)
         index = set_index[:, None].expand(-1, m)
         peak = scores.new_full((n, m), -math.inf).scatter_reduce(0, index, scores.detach(), "amax")
         weights = (scores - peak[set_index]).exp()
         weights = weights / weights.new_zeros(n, m).index_add(0, set_index, weights)[set_index]
-        out = weights.new_zeros(n, m, c // m).index_add(0, set_index, weights[..., None] * v.float())
+        out = weights.new_zeros(n, m, c // m).index_add(0, set_index, weights[..., None] * v.to(dtype))
         return self.out_proj(out.view(n, c).to(query.dtype))
 
 
