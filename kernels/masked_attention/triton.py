@@ -67,7 +67,7 @@ KERNEL_CONFIGS: dict[tuple[int, bool], KernelConfig] = {
     # (head_dim, fp32 inputs): forward, dq, dkdv
     (32, False): KernelConfig(Launch(64, 128, 4, 3), Launch(64, 64, 4, 3), Launch(32, 128, 8, 2)),
     (64, False): KernelConfig(Launch(64, 64, 4, 3), Launch(64, 32, 4, 3), Launch(32, 64, 4, 2)),
-    (32, True): KernelConfig(Launch(64, 32, 4, 2), Launch(32, 32, 4, 2), Launch(16, 64, 4, 2)),
+    (32, True): KernelConfig(Launch(64, 32, 4, 2), Launch(16, 32, 4, 2), Launch(16, 64, 4, 2)),
     (64, True): KernelConfig(Launch(32, 32, 4, 2), Launch(16, 32, 4, 2), Launch(16, 32, 4, 2)),
 }
 
