@@ -37,7 +37,7 @@ from ..report import AOTSpec
 
 HEAD_DIMS: tuple[int, ...] = (32, 64)
 GPU_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32)
-LOG2E = 1.4426950408889634
+LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)  # scores in log2 units: exp(x) = exp2(x * LOG2E)
 # Enough programs to fill the GPU a few times over, so that uneven ranges and tails even out.
 PROGRAMS_PER_SM = 4
 
@@ -116,25 +116,28 @@ def _pack_mask_kernel(logits_ptr, words_ptr, row_open_ptr,
 
 
 @triton.jit
-def _open_keys(words_ptr, offs_q, k_start, Q, K, row_opened,
+def _open_keys(words_ptr, offs_q, k_start, Q, K, NW, row_opened,
                BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, KEYS_FIRST: tl.constexpr):
-    """Bool tile of open (query, key) pairs for queries offs_q (BLOCK_Q,) and keys k_start + [0, BLOCK_K):
-    (BLOCK_Q, BLOCK_K), or (BLOCK_K, BLOCK_Q) with KEYS_FIRST. k_start is a multiple of 32. row_opened
-    (BLOCK_Q,) marks the queries with no open key, which attend to every key.
+    """Bool tile of the open (query, key) pairs of queries offs_q (BLOCK_Q,) and keys k_start + [0, BLOCK_K),
+    (BLOCK_Q, BLOCK_K), or (BLOCK_K, BLOCK_Q) with KEYS_FIRST; k_start is a multiple of 32. row_opened
+    (BLOCK_Q,) marks the queries with no open key, which attend to every key < K.
 
-    Loads the BLOCK_Q x BLOCK_K / 32 words of the tile and spreads their bits in registers."""
+    Loads the tile's BLOCK_Q x BLOCK_K / 32 words and spreads their bits in registers (Triton lays the
+    reshape out to match the dot's accumulator, so no shared-memory round trip)."""
     offs_w = k_start // 32 + tl.arange(0, BLOCK_K // 32)
     offs_k = k_start + tl.arange(0, BLOCK_K)
     bit = tl.arange(0, 32)
-    q_valid = offs_q < Q
+    # Queries past Q and words past NW read as 0 (blocked), and bits of keys past K are 0 in the packed words.
     if KEYS_FIRST:
-        words = tl.load(words_ptr + offs_w[:, None] * Q + offs_q[None, :], mask=q_valid[None, :], other=0)
+        words = tl.load(words_ptr + offs_w[:, None] * Q + offs_q[None, :],
+                        mask=(offs_w[:, None] < NW) & (offs_q[None, :] < Q), other=0)
         bits = tl.reshape((words[:, None, :] >> bit[None, :, None]) & 1, (BLOCK_K, BLOCK_Q))
-        return ((bits != 0) | row_opened[None, :]) & (offs_k[:, None] < K) & q_valid[None, :]
+        return ((bits != 0) | row_opened[None, :]) & (offs_k[:, None] < K)
     else:
-        words = tl.load(words_ptr + offs_w[None, :] * Q + offs_q[:, None], mask=q_valid[:, None], other=0)
+        words = tl.load(words_ptr + offs_w[None, :] * Q + offs_q[:, None],
+                        mask=(offs_w[None, :] < NW) & (offs_q[:, None] < Q), other=0)
         bits = tl.reshape((words[:, :, None] >> bit[None, None, :]) & 1, (BLOCK_Q, BLOCK_K))
-        return ((bits != 0) | row_opened[:, None]) & (offs_k[None, :] < K) & q_valid[:, None]
+        return ((bits != 0) | row_opened[:, None]) & (offs_k[None, :] < K)
 
 
 @triton.jit
@@ -156,11 +159,11 @@ def _fwd_split_kernel(q_ptr, k_ptr, v_ptr, words_ptr, row_open_ptr, m_ptr, l_ptr
 
     q = tl.load(q_ptr + b * stride_qb + h * stride_qh + offs_q[:, None] * stride_qq + offs_d[None, :],
                 mask=q_valid[:, None], other=0.0).to(DOT_DTYPE)
-    row_opened = tl.load(row_open_ptr + b * Q + offs_q, mask=q_valid, other=1) == 0
+    row_opened = tl.load(row_open_ptr + b * Q + offs_q, mask=q_valid, other=1) == 0  # padding queries: not opened
     k_base = k_ptr + b * stride_kb + h * stride_kh
     v_base = v_ptr + b * stride_vb + h * stride_vh
     words_base = words_ptr + b * NW * Q
-    qk_scale = tl.full([], SM_SCALE * 1.4426950408889634, ACC_DTYPE)
+    qk_scale = tl.full([], SM_SCALE * LOG2E, ACC_DTYPE)
 
     m = tl.full([BLOCK_Q], float("-inf"), ACC_DTYPE)
     l = tl.zeros([BLOCK_Q], ACC_DTYPE)
@@ -171,7 +174,7 @@ def _fwd_split_kernel(q_ptr, k_ptr, v_ptr, words_ptr, row_open_ptr, m_ptr, l_ptr
         k_valid = offs_k < K
         k_t = tl.load(k_base + offs_k[None, :] * stride_kk + offs_d[:, None], mask=k_valid[None, :], other=0.0)
         v = tl.load(v_base + offs_k[:, None] * stride_vk + offs_d[None, :], mask=k_valid[:, None], other=0.0)
-        is_open = _open_keys(words_base, offs_q, kt * BLOCK_K, Q, K, row_opened, BLOCK_Q, BLOCK_K, False)
+        is_open = _open_keys(words_base, offs_q, kt * BLOCK_K, Q, K, NW, row_opened, BLOCK_Q, BLOCK_K, False)
         s = tl.dot(q, k_t.to(DOT_DTYPE), input_precision=DOT_PRECISION) * qk_scale
         s = tl.where(is_open, s, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, axis=1))
@@ -243,7 +246,7 @@ def _bwd_dkdv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, words_ptr,
     q_base = q_ptr + b * stride_qb + h * stride_qh
     do_base = do_ptr + b * stride_dob + h * stride_doh
     words_base = words_ptr + b * NW * Q
-    qk_scale = tl.full([], SM_SCALE * 1.4426950408889634, ACC_DTYPE)
+    qk_scale = tl.full([], SM_SCALE * LOG2E, ACC_DTYPE)
 
     dk = tl.zeros([BLOCK_K, HEAD_DIM], ACC_DTYPE)
     dv = tl.zeros([BLOCK_K, HEAD_DIM], ACC_DTYPE)
@@ -256,7 +259,7 @@ def _bwd_dkdv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, words_ptr,
         lse = tl.load(lse_ptr + bh * Q + offs_q, mask=q_valid, other=0.0)
         delta = tl.load(delta_ptr + bh * Q + offs_q, mask=q_valid, other=0.0)
         row_opened = tl.load(row_open_ptr + b * Q + offs_q, mask=q_valid, other=1) == 0
-        is_open = _open_keys(words_base, offs_q, kt * BLOCK_K, Q, K, row_opened, BLOCK_Q, BLOCK_K, True)
+        is_open = _open_keys(words_base, offs_q, kt * BLOCK_K, Q, K, NW, row_opened, BLOCK_Q, BLOCK_K, True)
         s_t = tl.dot(k, q_t.to(DOT_DTYPE), input_precision=DOT_PRECISION) * qk_scale
         p_t = tl.where(is_open, tl.exp2(s_t - lse[None, :]), 0.0)
         do = do.to(DOT_DTYPE)
@@ -296,7 +299,7 @@ def _bwd_dq_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, words_ptr, r
     k_base = k_ptr + b * stride_kb + h * stride_kh
     v_base = v_ptr + b * stride_vb + h * stride_vh
     words_base = words_ptr + b * NW * Q
-    qk_scale = tl.full([], SM_SCALE * 1.4426950408889634, ACC_DTYPE)
+    qk_scale = tl.full([], SM_SCALE * LOG2E, ACC_DTYPE)
 
     dq = tl.zeros([BLOCK_Q, HEAD_DIM], ACC_DTYPE)
     kt_start = split * TILES_PER_SPLIT
@@ -306,7 +309,7 @@ def _bwd_dq_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, words_ptr, r
         k_t = tl.load(k_base + offs_k[None, :] * stride_kk + offs_d[:, None], mask=k_valid[None, :], other=0.0)
         v_t = tl.load(v_base + offs_k[None, :] * stride_vk + offs_d[:, None], mask=k_valid[None, :], other=0.0)
         k_t = k_t.to(DOT_DTYPE)
-        is_open = _open_keys(words_base, offs_q, kt * BLOCK_K, Q, K, row_opened, BLOCK_Q, BLOCK_K, False)
+        is_open = _open_keys(words_base, offs_q, kt * BLOCK_K, Q, K, NW, row_opened, BLOCK_Q, BLOCK_K, False)
         s = tl.dot(q, k_t, input_precision=DOT_PRECISION) * qk_scale
         p = tl.where(is_open, tl.exp2(s - lse[:, None]), 0.0)
         dp = tl.dot(do, v_t.to(DOT_DTYPE), input_precision=DOT_PRECISION)

@@ -129,26 +129,31 @@ def test_custom_ops_pass_opcheck() -> None:
     q, k, v, mask_logits = make_inputs(1, 2, 20, 40, 32, torch.float64, seed=7)
     q, k, v = (t.contiguous().requires_grad_() for t in (q, k, v))
     words, row_open = torch.ops.tarvis_fast.masked_attention_pack_mask(mask_logits)
+    out, lse = torch.ops.tarvis_fast.masked_cross_attention(q, k, v, words, row_open)
+    grad_out = torch.randn_like(out)
     torch.library.opcheck(torch.ops.tarvis_fast.masked_attention_pack_mask, (mask_logits,))
     torch.library.opcheck(torch.ops.tarvis_fast.masked_cross_attention, (q, k, v, words, row_open))
+    torch.library.opcheck(torch.ops.tarvis_fast.masked_cross_attention_backward,
+                          (grad_out, *(t.detach() for t in (q, k, v, out, lse)), words, row_open))
 
 
 def test_torch_compile_fullgraph_forward_and_backward() -> None:
-    q, k, v, mask_logits = make_inputs(1, 2, 20, 40, 32, torch.float64, seed=8)
+    # Inductor (the default backend) around the custom ops: cold compile ~20 s on 2 cores.
+    q, k, v, mask_logits = make_inputs(1, 2, 20, 40, 32, torch.float32, seed=8)
 
     def attend(q, k, v, mask_logits):
         return masked_cross_attention(q * 2.0, k, v, mask_logits, backend="triton").sum(dim=1)
 
-    compiled = torch.compile(attend, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(attend, fullgraph=True)
     inputs = [t.detach().requires_grad_() for t in (q, k, v)]
     out = compiled(*inputs, mask_logits)
     grads = torch.autograd.grad(out.square().sum(), inputs)
     ref_inputs = [t.detach().requires_grad_() for t in (q, k, v)]
     ref = attend(*ref_inputs, mask_logits)
     ref_grads = torch.autograd.grad(ref.square().sum(), ref_inputs)
-    torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
     for got, want in zip(grads, ref_grads):
-        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
 def test_dispatch() -> None:
