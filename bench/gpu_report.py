@@ -29,6 +29,7 @@ CASE_MODULES = {
     "msda": "cases_msda",
     "masked_attention": "cases_masked_attention",
     "window_attention": "cases_window_attention",
+    "model": "cases_model",
 }
 
 
