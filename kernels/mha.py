@@ -96,7 +96,9 @@ class MultiheadAttention(nn.Module):
         v = F.linear(value, w[2 * c:], b[2 * c:])
         q, k, v = (self._split_heads(t) for t in (q, k, v))
         if mask_logits is None:
-            out = window_attention(q, k, v, backend="auto" if backend == "triton" else backend)  # type: ignore[arg-type]
+            # No Triton kernel for unmasked attention: its fast path is xformers or SDPA.
+            unmasked_backend = "auto" if backend == "triton" else backend
+            out = window_attention(q, k, v, backend=unmasked_backend)  # type: ignore[arg-type]
         else:
             out = masked_cross_attention(q, k, v, mask_logits, backend=backend)  # type: ignore[arg-type]
         batch, _, length, _ = out.shape

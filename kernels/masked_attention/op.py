@@ -24,7 +24,9 @@ TRITON_HEAD_DIMS: tuple[int, ...] = (32, 64)
 TRITON_GPU_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def masked_cross_attention(q: Tensor, k: Tensor, v: Tensor, mask_logits: Tensor, *, backend: Backend = "auto") -> Tensor:
+def masked_cross_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask_logits: Tensor, *, backend: Backend = "auto"
+) -> Tensor:
     """Multi-head attention of Q queries over K keys under a per-query key mask (TarViS/Mask2Former decoder).
 
     Args:
@@ -68,7 +70,9 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor, mask_logits: Tensor) -> None:
             f"{OP}: mask_logits must be (B, Q, K) = {(b, num_queries, num_keys)}, got {tuple(mask_logits.shape)}"
         )
     if not mask_logits.is_floating_point():
-        raise TypeError(f"{OP}: mask_logits must be floating point (logits, blocked where < 0), got {mask_logits.dtype}")
+        raise TypeError(
+            f"{OP}: mask_logits must be floating point (logits, blocked where < 0), got {mask_logits.dtype}"
+        )
     if mask_logits.device != q.device:
         raise ValueError(f"{OP}: mask_logits must be on q's device {q.device}, got {mask_logits.device}")
 
@@ -78,7 +82,9 @@ def _choose_backend(backend: str, q: Tensor) -> str:
     if impl != "triton":
         return impl
     head_dim = q.shape[-1]
-    dtypes = TRITON_GPU_DTYPES if q.device.type == "cuda" or not triton_interpreted() else (*TRITON_GPU_DTYPES, torch.float64)
+    dtypes = TRITON_GPU_DTYPES
+    if q.device.type != "cuda" and triton_interpreted():
+        dtypes = (*TRITON_GPU_DTYPES, torch.float64)
     if head_dim in TRITON_HEAD_DIMS and q.dtype in dtypes:
         return "triton"
     if backend == "auto":

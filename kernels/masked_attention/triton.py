@@ -376,7 +376,9 @@ def pack_mask(mask_logits: Tensor) -> PackedMask:
 def _head_strides(t: Tensor) -> tuple[int, int, int]:
     """(batch, head, sequence) strides of a (B, H, L, D) tensor whose last dimension is contiguous."""
     if t.stride(-1) != 1:
-        raise ValueError(f"masked attention kernels need a contiguous last (channel) dimension, got strides {t.stride()}")
+        raise ValueError(
+            f"masked attention kernels need a contiguous last (channel) dimension, got strides {t.stride()}"
+        )
     return t.stride(0), t.stride(1), t.stride(2)
 
 
