@@ -18,10 +18,6 @@ from .._common import Backend, check_floating, resolve_backend, triton_interpret
 from .reference import masked_cross_attention_torch
 
 OP = "masked_cross_attention"
-# What the Triton kernels are built for (`triton.HEAD_DIMS`, `triton.GPU_DTYPES`; repeated here so that
-# choosing a backend does not import Triton). fp64 runs under the interpreter only, for the tests.
-TRITON_HEAD_DIMS: tuple[int, ...] = (32, 64)
-TRITON_GPU_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def masked_cross_attention(
@@ -78,20 +74,27 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor, mask_logits: Tensor) -> None:
 
 
 def _choose_backend(backend: str, q: Tensor) -> str:
+    """resolve_backend, plus the PyTorch path for "auto" where the kernels cannot run (no triton package, or
+    a head size or dtype they are not built for; fp64 runs under the interpreter only, for the tests)."""
     impl = resolve_backend(backend, q.device, OP)
     if impl != "triton":
         return impl
-    head_dim = q.shape[-1]
-    dtypes = TRITON_GPU_DTYPES
+    try:
+        from .triton import GPU_DTYPES, HEAD_DIMS
+    except ImportError as exc:
+        if backend == "auto":
+            return "torch"
+        raise RuntimeError(f"{OP}: backend='triton' needs the triton package ({exc})") from exc
+    dtypes = GPU_DTYPES
     if q.device.type != "cuda" and triton_interpreted():
-        dtypes = (*TRITON_GPU_DTYPES, torch.float64)
-    if head_dim in TRITON_HEAD_DIMS and q.dtype in dtypes:
+        dtypes = (*GPU_DTYPES, torch.float64)
+    if q.shape[-1] in HEAD_DIMS and q.dtype in dtypes:
         return "triton"
     if backend == "auto":
         return "torch"
     raise ValueError(
-        f"{OP}: backend='triton' supports head sizes D in {TRITON_HEAD_DIMS} and dtypes "
-        f"{[str(d) for d in dtypes]} on {q.device.type}, got D={head_dim}, {q.dtype}"
+        f"{OP}: backend='triton' supports head sizes D in {HEAD_DIMS} and dtypes {[str(d) for d in dtypes]} "
+        f"on {q.device.type}, got D={q.shape[-1]}, {q.dtype}"
     )
 
 
