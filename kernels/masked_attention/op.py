@@ -102,10 +102,6 @@ def _choose_backend(backend: str, q: Tensor) -> str:
 # Custom ops (the Triton module is imported on first use, so that the package imports without Triton).
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 @torch.library.custom_op("tarvis_fast::masked_attention_pack_mask", mutates_args=())
 def _pack_mask(mask_logits: Tensor) -> tuple[Tensor, Tensor]:
     from .triton import pack_mask
@@ -130,7 +126,9 @@ def _attention(q: Tensor, k: Tensor, v: Tensor, words: Tensor, row_open: Tensor)
 
 @_attention.register_fake
 def _(q: Tensor, k: Tensor, v: Tensor, words: Tensor, row_open: Tensor) -> tuple[Tensor, Tensor]:
-    return q.new_empty(q.shape), q.new_empty(q.shape[:3], dtype=_acc_dtype(q.dtype))
+    from .triton import acc_dtype
+
+    return q.new_empty(q.shape), q.new_empty(q.shape[:3], dtype=acc_dtype(q.dtype))
 
 
 @torch.library.custom_op("tarvis_fast::masked_cross_attention_backward", mutates_args=())
