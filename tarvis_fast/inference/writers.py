@@ -3,7 +3,7 @@
 A writer works sequence by sequence, so that runs can be resumed and sharded across processes:
 - `write_sequence(seq, results)` writes the sequence's own files as its results stream in (PNGs frame by frame),
   then its *part*, `<output_dir>/parts/<sequence>.json` (what the merged files need from it), atomically. A
-  sequence is done when its part exists (`is_done`, for `--resume`).
+  sequence is done when its part exists (`is_done`, for `--resume`); writing it again removes the part first.
 - `close()` builds the official files from all parts once every sequence of the benchmark has one, whichever
   process gets there last; until then it logs the missing sequences and writes nothing. Parts stay, so a later
   `--resume` run can close again.
@@ -112,6 +112,8 @@ class ResultWriter(ABC):
         """Consume the accumulator's results for `seq` and write its files, its part last."""
         if seq.name not in self._names:
             raise ValueError(f"sequence {seq.name!r} is not part of {self.benchmark.name} ({self.benchmark.split})")
+        # Not done while its files are being replaced: a run that dies here leaves the sequence to do again.
+        self.part_path(seq).unlink(missing_ok=True)
         part = self._write(seq, iter(results))
         _dump_json(self.part_path(seq), part)
 

@@ -85,15 +85,18 @@ def _fake_sequences(n: int) -> list[SequenceInfo]:
     return [SequenceInfo(f"s{i}", [Path(f"{i}.jpg")], ["0"], H, W) for i in range(n)]
 
 
+def _names(sequences: list[SequenceInfo]) -> list[str]:
+    return [s.name for s in sequences]
+
+
 def test_select_sequences_by_name_and_shard():
     sequences = _fake_sequences(5)
-    names = lambda seqs: [s.name for s in seqs]  # noqa: E731
-    assert names(select_sequences(sequences, names=["s3", "s1"])) == ["s1", "s3"]  # benchmark order
+    assert _names(select_sequences(sequences, names=["s3", "s1"])) == ["s1", "s3"]  # benchmark order
     # ceil(5 / 2) = 3 per shard: shard 1 = s0..s2, shard 2 = s3, s4; ceil(5 / 3) = 2: shard 3 = s4 alone.
-    assert names(select_sequences(sequences, seq_split="1/2")) == ["s0", "s1", "s2"]
-    assert names(select_sequences(sequences, seq_split="2/2")) == ["s3", "s4"]
-    assert names(select_sequences(sequences, seq_split="3/3")) == ["s4"]
-    assert names(select_sequences(sequences, names=["s0", "s2", "s4"], seq_split="2/2")) == ["s4"]
+    assert _names(select_sequences(sequences, seq_split="1/2")) == ["s0", "s1", "s2"]
+    assert _names(select_sequences(sequences, seq_split="2/2")) == ["s3", "s4"]
+    assert _names(select_sequences(sequences, seq_split="3/3")) == ["s4"]
+    assert _names(select_sequences(sequences, names=["s0", "s2", "s4"], seq_split="2/2")) == ["s4"]
     for bad in ("0/2", "3/2", "2", "a/b"):
         with pytest.raises(ValueError, match="--seq_split"):
             select_sequences(sequences, seq_split=bad)
@@ -142,7 +145,7 @@ def _vis_tracks(video: str) -> list[VisTrack]:
             for i, masks in enumerate(_masks(video))]
 
 
-def test_vis_writer_shards_merge_and_score_perfectly(tmp_path):
+def test_vis_writer_shards_merge_and_score_perfectly(tmp_path, caplog):
     video_ids = _vis_workspace(tmp_path / "ws", ANN / "youtube_vis/valid_2021.json")
     out = tmp_path / "out"
     benchmark = open_benchmark("YOUTUBE_VIS", _cfg(), workspace=tmp_path / "ws")
@@ -152,6 +155,7 @@ def test_vis_writer_shards_merge_and_score_perfectly(tmp_path):
     writer.write_sequence(first_shard[0], _vis_tracks("vidA"))
     assert writer.is_done(first_shard[0]) and not writer.is_done(second_shard[0])
     assert writer.close() == [] and writer.missing() == ["vidB"] and not (out / "results.json").exists()
+    assert "YOUTUBE_VIS: 1 of 2 sequences have no results yet (vidB)" in caplog.text
 
     other = open_benchmark("YOUTUBE_VIS", _cfg(), workspace=tmp_path / "ws").open_writer(out)  # another process
     other.write_sequence(second_shard[0], _vis_tracks("vidB"))
@@ -297,6 +301,9 @@ def test_writer_refuses_incomplete_results_and_marks_nothing_done(tmp_path):
         writer.write_sequence(other, [])
     writer.write_sequence(seq, frames)
     assert writer.is_done(seq)
+    with pytest.raises(ValueError, match="stop after"):  # a failed rewrite leaves the sequence to do again
+        writer.write_sequence(seq, frames[:1])
+    assert not writer.is_done(seq)
 
 
 # ============================================================================================== BURST
