@@ -84,7 +84,7 @@ IMPLS = (("torch", "torch", False), ("triton", "auto", False), ("triton + torch.
 
 
 @functools.cache
-def _model(backbone: str, backend: str, device: str) -> TarViS:
+def bench_model(backbone: str, backend: str, device: str) -> TarViS:
     """One model per backbone and kernel backend, shared by the cases (same seed, so the same weights)."""
     cfg = load_config(CONFIG)
     cfg = replace(cfg, model=replace(cfg.model, backbone=backbone, kernel_backend=backend))
@@ -94,7 +94,7 @@ def _model(backbone: str, backend: str, device: str) -> TarViS:
 
 def _setup(backbone: str, backend: str, compiled: bool, clip: Clip, device: torch.device) -> Callable:
     def setup() -> Callable[[], object]:
-        model = _model(backbone, backend, str(device)).train(clip.training)
+        model = bench_model(backbone, backend, str(device)).train(clip.training)
         forward = torch.compile(model) if compiled else model
         inputs = clip.inputs(device)
 
@@ -117,7 +117,7 @@ def _setup(backbone: str, backend: str, compiled: bool, clip: Clip, device: torc
 
 def min_bytes(backbone: str, clip: Clip, device: torch.device) -> int:
     """The weights read once and the clip read once (a lower bound the network is far above)."""
-    weights = sum(p.numel() * p.element_size() for p in _model(backbone, "auto", str(device)).parameters())
+    weights = sum(p.numel() * p.element_size() for p in bench_model(backbone, "auto", str(device)).parameters())
     return weights + clip.batch * clip.frames * 3 * clip.height * clip.width * 4
 
 

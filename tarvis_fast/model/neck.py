@@ -325,6 +325,6 @@ class TemporalNeck(nn.Module):
 
 
 def _to_clip(x: Tensor, batch: int) -> Tensor:
-    """(B·T, C, h, w) -> (B, C, T, h, w)"""
+    """(B·T, C, h, w) -> (B, C, T, h, w), contiguous: the decoder flattens (T, h, w) of every map."""
     bt, c, h, w = x.shape
-    return x.view(batch, bt // batch, c, h, w).transpose(1, 2)
+    return x.reshape(batch, bt // batch, c, h, w).transpose(1, 2).contiguous()

@@ -77,6 +77,8 @@ class ObjectReferences:
             raise ValueError(f"ObjectReferences.queries_per_mask_object must be >= 1, got {self.queries_per_mask_object}")
         if self.masks is not None:
             self._validate_masks(batch, frames, image_size, padded_size)
+        elif self.mask_frames is not None:
+            raise ValueError("ObjectReferences.mask_frames given without masks")
         if self.points is not None:
             self._validate_points(batch, frames)
         elif self.point_frames is not None:
@@ -265,6 +267,9 @@ class PointSetAttention(nn.Module):
 
 
 class _SelfAttentionLayer(nn.Module):
+    """Post-norm self-attention among a clip's object queries (q = k = x + embed, v = x); checkpoint names
+    `attn`, `norm`."""
+
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
         self.attn = MultiheadAttention(dim, num_heads)
@@ -276,6 +281,8 @@ class _SelfAttentionLayer(nn.Module):
 
 
 class _CrossAttentionLayer(nn.Module):
+    """Post-norm attention of every query to its own points (q = x + embed; keys carry their positions)."""
+
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
         self.attn = PointSetAttention(dim, num_heads)
@@ -286,6 +293,8 @@ class _CrossAttentionLayer(nn.Module):
 
 
 class _FFNLayer(nn.Module):
+    """Post-norm FFN; checkpoint names `mlp.0`, `mlp.2`, `norm`."""
+
     def __init__(self, dim: int, ffn_dim: int) -> None:
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Linear(ffn_dim, dim))

@@ -38,7 +38,8 @@ class InstancePrediction:
 class ObjectPrediction:
     """One decoder layer's prediction for VOS / PET.
 
-    object_logits:     (B, N_obj, T, H/4, W/4): per object, the max over that object's queries
+    object_logits:     (B, N_obj, T, H/4, W/4): per object, the max over that object's queries; objects in
+                       the order of the call's ObjectReferences: mask objects first, then point objects
     background_logits: (B, 1, T, H/4, W/4): the max over the background queries (unused at inference)
     """
 

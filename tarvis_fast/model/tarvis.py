@@ -139,22 +139,26 @@ class TarViS(nn.Module):
 
     def _encode_objects(self, pyramid: list[Tensor], objects: ObjectReferences, image_size: tuple[int, int],
                         size: tuple[int, int]) -> EncodedObjects:
-        """Run the object encoder on references brought to the padded image."""
-        masks, mask_frames, points = objects.masks, objects.mask_frames, objects.points
-        if masks is not None and tuple(masks.shape[-2:]) != size:
-            masks = F.pad(masks, (0, size[1] - image_size[1], 0, size[0] - image_size[0]))
+        """Run the object encoder on references brought to the padded image (and the model's device)."""
+        device = pyramid[0].device
+        masks, points, point_frames = objects.masks, objects.points, objects.point_frames
+        if masks is not None:
+            masks = masks.to(device)
+            if tuple(masks.shape[-2:]) != size:
+                masks = F.pad(masks, (0, size[1] - image_size[1], 0, size[0] - image_size[0]))
+            mask_frames = objects.mask_frames.to(device)
+        else:  # the background queries come from the frames of the points
+            mask_frames = point_frames.to(device).unique()
         if points is not None:
-            scale = torch.tensor([image_size[0] / size[0], image_size[1] / size[1]], device=points.device)
-            points = points * scale.to(points.dtype)
-            if mask_frames is None:
-                mask_frames = objects.point_frames.unique()
+            scale = torch.tensor([image_size[0] / size[0], image_size[1] / size[1]], device=device)
+            points = points.to(device) * scale.to(points.dtype)
+            point_frames = point_frames.to(device)
         queries_per_mask_object = objects.queries_per_mask_object
         if queries_per_mask_object is None:
             queries_per_mask_object = self.queries_per_mask_object * (1 if self.training else 2)
         return self.vos_query_extractor(
-            pyramid, mask_frames=mask_frames.to(pyramid[0].device), masks=masks, points=points,
-            point_frames=objects.point_frames, queries_per_mask_object=queries_per_mask_object,
-            generator=objects.generator,
+            pyramid, mask_frames=mask_frames, masks=masks, points=points, point_frames=point_frames,
+            queries_per_mask_object=queries_per_mask_object, generator=objects.generator,
         )
 
     def _object_queries(self, encoded: EncodedObjects) -> QuerySet:

@@ -1,0 +1,71 @@
+"""CPU benchmark of the whole network: forward time per task, eager and torch.compile'd, and peak memory.
+
+    pytest bench/test_bench_model.py --benchmark-enable --benchmark-only
+
+Model: the fine-tuning configuration with ResNet-50 (random weights), eval mode, no autograd, final decoder
+layer only, on one 2-frame 128x192 clip (the GPU report in cases_model.py runs the benchmarks' real sizes).
+Tasks: VIS (YouTube-VIS, 40 classes), VPS (KITTI-STEP, 19 classes), VOS (2 objects from masks, 8 queries
+each) and PET (2 objects from points).
+
+The compiled row is VIS under Inductor: a cold compile of the whole network takes minutes on a 2-core CPU
+(about 5 on the project's machine), and every task would compile its own graph. Its warm-up call, which
+compiles, is not timed. Peak memory is the most that the tensors one eager forward creates hold at once
+(PyTorch's MemTracker, weights and inputs excluded); it is in each row's extra_info as "peak_mib".
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cases_model import Clip, bench_model  # noqa: E402
+
+from tarvis_fast.model import Task  # noqa: E402
+
+CPU = torch.device("cpu")
+CLIPS = {
+    "VIS": Clip("VIS", Task.VIS, 2, 128, 192, dataset="YOUTUBE_VIS"),
+    "VPS": Clip("VPS", Task.VPS, 2, 128, 192, dataset="KITTI_STEP"),
+    "VOS": Clip("VOS", Task.VOS, 2, 128, 192, mask_objects=2),
+    "PET": Clip("PET", Task.VOS, 2, 128, 192, point_objects=2),
+}
+
+
+def _model() -> torch.nn.Module:
+    return bench_model("ResNet50", "auto", "cpu").eval()
+
+
+def peak_mib(model: torch.nn.Module, inputs: dict) -> float:
+    """MiB held at the peak of one forward by the tensors it creates."""
+    tracker = MemTracker()
+    tracker.track_external(model)
+    with torch.no_grad(), tracker:
+        model(**inputs)
+    peak = tracker.get_tracker_snapshot("peak")[CPU]
+    return (peak[_MemRefType.ACT] + peak[_MemRefType.TEMP]) / 2**20
+
+
+@pytest.mark.parametrize("task", list(CLIPS))
+@pytest.mark.benchmark(group="model cpu fwd, eager")
+def test_forward_eager(benchmark, task: str) -> None:
+    model, inputs = _model(), CLIPS[task].inputs(CPU)
+    benchmark.extra_info["peak_mib"] = peak_mib(model, inputs)
+    with torch.no_grad():
+        final = benchmark(lambda: model(**inputs)).final
+    logits = final.object_logits if task in ("VOS", "PET") else final.mask_logits
+    assert logits.shape[-3:] == (2, 32, 48)
+
+
+@pytest.mark.benchmark(group="model cpu fwd, compiled")
+def test_forward_compiled_vis(benchmark) -> None:
+    model, inputs = _model(), CLIPS["VIS"].inputs(CPU)
+    compiled = torch.compile(model)
+    with torch.no_grad():
+        expected = model(**inputs).final
+        compiled(**inputs)  # compiles
+        out = benchmark(lambda: compiled(**inputs)).final
+    torch.testing.assert_close(out.class_logits, expected.class_logits, rtol=1e-3, atol=1e-3)
