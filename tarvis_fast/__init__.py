@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["load_model"]
+__all__ = ["VideoPredictor", "load_model"]
 
 
 def __getattr__(name: str) -> Any:
@@ -12,4 +12,8 @@ def __getattr__(name: str) -> Any:
         from tarvis_fast.model.build import load_model
 
         return load_model
+    if name == "VideoPredictor":
+        from tarvis_fast.inference.predictor import VideoPredictor
+
+        return VideoPredictor
     raise AttributeError(f"module 'tarvis_fast' has no attribute {name!r}")

@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from tarvis_fast.formats.davis import DAVIS_PALETTE
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 FrameInput = str | os.PathLike | Sequence[np.ndarray] | Iterable[np.ndarray]
@@ -106,15 +108,11 @@ def open_frames(source: FrameInput) -> FrameStream:
     return FrameStream(_checked(iter(source), "frames"), None, None, None, "frames")
 
 
-def label_colours(num: int) -> np.ndarray:
-    """(num, 3) uint8 RGB colours: the PASCAL VOC / DAVIS colour map (id 0 black), from its bit recipe."""
-    ids = np.arange(num)
-    colours = np.zeros((num, 3), dtype=np.uint8)
-    for shift in range(8):
-        for channel in range(3):
-            bit = (ids >> (3 * shift + channel)) & 1
-            colours[:, channel] |= (bit << (7 - shift)).astype(np.uint8)
-    return colours
+def id_colours(ids: np.ndarray | int) -> np.ndarray:
+    """(..., 3) uint8 RGB colour of each integer id: the DAVIS palette of the result PNGs (`formats.davis`), id 0
+    black; ids past 255 cycle through its 255 object colours."""
+    ids = np.asarray(ids)
+    return DAVIS_PALETTE[np.where(ids > 0, (ids - 1) % 255 + 1, 0)]
 
 
 def draw_overlay(frame: np.ndarray, ids: np.ndarray, labels: Mapping[int, str], alpha: float = 0.5) -> np.ndarray:
@@ -125,17 +123,16 @@ def draw_overlay(frame: np.ndarray, ids: np.ndarray, labels: Mapping[int, str], 
     if ids.shape != frame.shape[:2]:
         raise ValueError(f"id map {ids.shape} does not match frame {frame.shape[:2]}")
     present = [int(i) for i in np.unique(ids) if i != 0]
-    colours = label_colours(max([0, *present, *labels]) + 1)
     out = frame.copy()
     fg = ids > 0
-    out[fg] = (alpha * colours[ids[fg]] + (1 - alpha) * frame[fg]).astype(np.uint8)
+    out[fg] = (alpha * id_colours(ids[fg]) + (1 - alpha) * frame[fg]).astype(np.uint8)
     for obj in present:
         contours, _ = cv2.findContours((ids == obj).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(out, contours, -1, tuple(int(c) for c in colours[obj]), 2)
+        cv2.drawContours(out, contours, -1, tuple(int(c) for c in id_colours(obj)), 2)
     font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1
     for row, obj in enumerate(sorted(labels)):
         y = 18 + 20 * row
-        cv2.rectangle(out, (6, y - 12), (20, y + 2), tuple(int(c) for c in colours[obj]), -1)
+        cv2.rectangle(out, (6, y - 12), (20, y + 2), tuple(int(c) for c in id_colours(obj)), -1)
         text = f"{obj}: {labels[obj]}"
         cv2.putText(out, text, (26, y), font, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
         cv2.putText(out, text, (26, y), font, scale, (255, 255, 255), thick, cv2.LINE_AA)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tarvis_fast.inference.video import OverlayVideoWriter, draw_overlay, label_colours, open_frames
+from tarvis_fast.inference.video import OverlayVideoWriter, draw_overlay, id_colours, open_frames
 
 
 def test_folder_of_real_frames(davis_clip):
@@ -41,7 +41,7 @@ def test_video_round_trip_and_overlay(tmp_path):
     frame = np.full((64, 96, 3), 100, np.uint8)
     overlay = draw_overlay(frame, ids, {2: "horse"})
     # inside the square, away from its outline: 0.5 * colour(2) + 0.5 * 100
-    np.testing.assert_array_equal(overlay[32, 56], (0.5 * label_colours(3)[2] + 50).astype(np.uint8))
+    np.testing.assert_array_equal(overlay[32, 56], (0.5 * id_colours(2) + 50).astype(np.uint8))
     np.testing.assert_array_equal(overlay[60, 90], frame[60, 90])  # background untouched
     path = tmp_path / "out" / "overlay.avi"
     with OverlayVideoWriter(path, fps=5) as writer:
@@ -63,7 +63,10 @@ def test_failed_write_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_label_colours_are_the_voc_map():
-    # The first entries of the PASCAL VOC colour map, as published with the VOC devkit.
+def test_id_colours_are_the_voc_map_and_cycle_past_255():
+    # The first entries of the PASCAL VOC colour map, as published with the VOC devkit; id 255 is (224, 224, 192)
+    # there, and ids past 255 reuse the object colours 1..255.
     expected = [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128], [128, 0, 128]]
-    np.testing.assert_array_equal(label_colours(6), expected)
+    np.testing.assert_array_equal(id_colours(np.arange(6)), expected)
+    np.testing.assert_array_equal(id_colours(np.array([255, 256, 257, 510])),
+                                  [[224, 224, 192], [128, 0, 0], [0, 128, 0], [224, 224, 192]])

@@ -1,0 +1,440 @@
+"""The clip loop: one video through the network clip by clip, stitched by its task's accumulator (SPEC §6).
+
+    runner = ClipRunner(model, device="cuda", amp=True, compile=True)
+    settings = ClipSettings.from_config(cfg.datasets["DAVIS"].inference)
+    for frame in runner.run(frames, num_frames=50, size=(480, 854), task=VosTask(references), settings=settings):
+        ...   # VosFrame / VisTrack / PanopticFrame, as soon as the accumulator makes them final
+
+The benchmark CLI and `VideoPredictor` both run videos through `ClipRunner.run`; only what feeds it and what
+consumes its results differ.
+
+Per clip of the schedule (`clip_schedule`): the clip's frames are read from the stream (frames before the first
+clip are read and dropped; a clip's overlap frames are kept from the previous clip, already resized), resized by
+the task's `ImagesResizer`, the network runs on them under `torch.inference_mode()` (and bf16 autocast with
+`amp`), and the accumulator stitches its output. Memory stays bounded on long videos: one clip of resized frames,
+the accumulator's state (see `accumulate.py`) and nothing at full resolution beyond a frame at a time.
+
+VOS/PET, per clip, as the original's `TarvisInferenceModel` (SPEC §6.3):
+- a reference (`ObjectReference`) is given to every clip whose frames hold it, as in the original's loader (a
+  reference on an overlap frame is given to both clips);
+- the previous clip's surviving objects become *mask* objects (PET point objects too, quirk 7) with their
+  propagated masks on the overlap frames; a ground-truth mask replaces the propagated one on its own frame;
+- new objects follow the survivors: mask references, then point references (the model's object order);
+- the object encoder's reference frames are the overlap frames and every reference frame of the clip;
+- a clip with no object left and none new is skipped (`VosAccumulator.skip_clip`), and tracking restarts at the
+  next reference, as the original's `AllObjectsLostException` path.
+"""
+from __future__ import annotations
+
+import contextlib
+import resource
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from tarvis_fast.config import DatasetInferenceConfig
+from tarvis_fast.inference.accumulate import (
+    ObjectClip,
+    PanopticFrame,
+    Propagation,
+    VisAccumulator,
+    VisTrack,
+    VosAccumulator,
+    VosFrame,
+    VpsAccumulator,
+)
+from tarvis_fast.inference.benchmarks import ObjectReference
+from tarvis_fast.inference.clips import Clip, FrameGeometry, ImagesResizer, clip_schedule
+from tarvis_fast.model.object_encoder import ObjectReferences
+from tarvis_fast.model.outputs import Task
+
+Result = VisTrack | PanopticFrame | VosFrame
+
+
+# ============================================================================================== settings
+
+@dataclass(frozen=True)
+class ClipSettings:
+    """How a video is cut into clips and resized for the network."""
+
+    clip_length: int
+    frame_overlap: int
+    resizer: ImagesResizer
+
+    @classmethod
+    def from_config(cls, inference: DatasetInferenceConfig, *, clip_length: int | None = None,
+                    frame_overlap: int | None = None, min_dim: int | None = None,
+                    disable_resize: bool = False) -> ClipSettings:
+        """A dataset's inference settings with the original's CLI overrides (SPEC §4): `min_dim` switches to
+        "min_dim" resizing with that shorter side (the config's max_dim stays), `disable_resize` to none."""
+        if min_dim is not None and disable_resize:
+            raise ValueError("min_dim and disable_resize exclude each other")
+        resize = inference.image_resize
+        if disable_resize:
+            resizer = ImagesResizer("none")
+        elif min_dim is not None:
+            resizer = ImagesResizer("min_dim", min_dim, resize.max_dim)
+        elif resize.mode == "none":
+            resizer = ImagesResizer("none")
+        elif resize.mode == "min_dim":
+            # Inference resizes deterministically: the first of the configured sizes (the original's configs list one).
+            resizer = ImagesResizer("min_dim", resize.min_dims[0], resize.max_dim)
+        else:
+            raise ValueError(f"image_resize.mode {resize.mode!r} is for training; inference takes 'min_dim' or 'none'")
+        return cls(clip_length if clip_length is not None else inference.clip_length,
+                   frame_overlap if frame_overlap is not None else inference.frame_overlap, resizer)
+
+
+@dataclass(frozen=True)
+class VisTask:
+    """Video instance segmentation with `dataset`'s semantic queries (YouTube-VIS, OVIS; SPEC §6.1)."""
+
+    dataset: str
+    tracks_per_video: int = 10
+    max_tracks_per_clip: int = 10
+    score_threshold: float = 0.0
+
+    @classmethod
+    def from_config(cls, dataset: str, inference: DatasetInferenceConfig) -> VisTask:
+        return cls(dataset, inference.max_tracks_per_video, inference.max_tracks_per_clip,
+                   inference.track_score_threshold)
+
+
+@dataclass(frozen=True)
+class VpsTask:
+    """Video panoptic segmentation with `dataset`'s semantic queries (KITTI-STEP, Cityscapes-VPS, VIPSeg; §6.2)."""
+
+    dataset: str
+    thing_classes: tuple[int, ...]      # 0-based
+    max_tracks_per_clip: int = 1000
+    score_threshold: float = 0.5
+    max_tracks_per_video: int = 1000    # the original's formatters keep at most 1000 tracks
+
+    @classmethod
+    def from_config(cls, dataset: str, thing_classes: Sequence[int], inference: DatasetInferenceConfig) -> VpsTask:
+        return cls(dataset, tuple(thing_classes), inference.max_tracks_per_clip, inference.track_score_threshold)
+
+
+@dataclass(frozen=True)
+class VosTask:
+    """VOS / PET: objects given by references (masks and/or points) on some frames (DAVIS, BURST; SPEC §6.3).
+
+    A reference with a mask makes a mask object (its point, if any, is not used); one with only a point a point
+    object. An object may have references on several frames: a later one re-anchors it with that frame's mask.
+    `consistent_final_clip`: see `VosAccumulator` (False reproduces the original's final-clip quirk).
+    """
+
+    references: Sequence[ObjectReference]
+    consistent_final_clip: bool = False
+
+
+TaskSpec = VisTask | VpsTask | VosTask
+
+
+# ============================================================================================== statistics
+
+@dataclass
+class RunStats:
+    """What a run has done so far, for the closing summary."""
+
+    frames: int = 0
+    clips: int = 0
+    seconds: float = 0.0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        memory = peak_memory_bytes(self.device)
+        where = "GPU memory (allocated)" if self.device.type == "cuda" else "process memory (max RSS)"
+        return (f"{self.frames} frames in {self.clips} clips, {self.seconds:.1f} s: {self.frames_per_second:.2f} "
+                f"frames/s; peak {where} {memory / 2**30:.2f} GiB")
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak memory of the run: allocated on a CUDA device, else this process's maximum resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+# ============================================================================================== the runner
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype:
+    """bf16 where the device supports it, else fp16 (older CUDA GPUs)."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def compile_model(model: nn.Module, backend: str | Callable = "inductor") -> None:
+    """Compile, in place, the parts of the network whose shapes are the same from call to call but for sizes:
+    the backbone with the temporal neck, and the decoder. Sizes (frames, height, width, queries) are dynamic, so
+    videos of other sizes reuse the graphs. The object encoder and the output heads stay eager: they branch on
+    data (mask splitting, point sampling) and on the number of objects, which would recompile per clip.
+
+    In-place (`nn.Module.compile`): parameter names, and so checkpoints, are unchanged."""
+    for part in (model.backbone, model.decoder):
+        part.compile(dynamic=True, backend=backend)
+
+
+def _no_duck_sizing() -> contextlib.AbstractContextManager:
+    """Tracing without "duck sizing": by default, sizes that happen to be equal when a graph is traced (say T = 12
+    frames and 384 / 32 = 12 rows) are assumed equal ever after, and the next video recompiles."""
+    import torch.fx.experimental._config as fx_config  # private, but the documented switch for this behaviour
+
+    return fx_config.patch(use_duck_shape=False)
+
+
+class ClipRunner:
+    """Runs a TarViS network over videos clip by clip (see the module docstring).
+
+    Args:
+        model: the network, in eval mode (VOS uses eval mode's 8 queries per mask object).
+        device: where the network runs; the model is moved there.
+        amp: run the network under autocast (bf16 where supported, SPEC §4 `--amp`).
+        compile: compile the network once for the whole run (`compile_model`); a string or a callable names the
+            torch.compile backend (default inductor).
+        progress: show a progress bar over each video's clips.
+    """
+
+    def __init__(self, model: nn.Module, *, device: str | torch.device | None = None, amp: bool = False,
+                 compile: bool | str | Callable = False, progress: bool = False) -> None:
+        if model.training:
+            raise ValueError("ClipRunner: the model must be in eval mode (model.eval()); training mode uses other "
+                             "query counts")
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model = model.to(self.device)
+        self.amp, self.progress, self.compiled = amp, progress, bool(compile)
+        if compile:
+            compile_model(self.model, "inductor" if compile is True else compile)
+        self.stats = RunStats(device=self.device)
+
+    def run(self, frames: Iterable[np.ndarray], num_frames: int, size: tuple[int, int], task: TaskSpec,
+            settings: ClipSettings, *, name: str = "video") -> Iterator[Result]:
+        """Results of one video, streamed as they become final.
+
+        frames: the video's frames in order, (H, W, 3) uint8 RGB, exactly `num_frames` of them, each of `size`
+        (H, W); read lazily, a clip at a time. `name` labels the progress bar and error messages.
+        Yields `VosFrame`s (VosTask) or `VisTrack`s (VisTask) or `PanopticFrame`s (VpsTask).
+        """
+        if not isinstance(num_frames, int) or num_frames < 1:
+            raise ValueError(f"{name}: num_frames must be a positive int, got {num_frames!r}")
+        geometry = settings.resizer.geometry(*size)
+        if isinstance(task, VosTask):
+            references = list(task.references)  # may be lazy (decoded on iteration): read once
+            check_references(references, num_frames, geometry.original, name)
+            results = self._run_vos(frames, num_frames, geometry, references, task.consistent_final_clip, settings,
+                                    name)
+        elif isinstance(task, (VisTask, VpsTask)):
+            results = self._run_classes(frames, num_frames, geometry, task, settings, name)
+        else:
+            raise TypeError(f"task must be a VisTask, VpsTask or VosTask, got {type(task).__name__}")
+        return self._timed(results)
+
+    def _timed(self, results: Iterator[Result]) -> Iterator[Result]:
+        """Count the time until the video's last result into `stats` (the consumer's time included)."""
+        started = time.perf_counter()
+        try:
+            yield from results
+        finally:
+            self.stats.seconds += time.perf_counter() - started
+
+    # -- per task --------------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def _run_classes(self, frames: Iterable[np.ndarray], num_frames: int, geometry: FrameGeometry,
+                     task: VisTask | VpsTask, settings: ClipSettings, name: str) -> Iterator[Result]:
+        if isinstance(task, VisTask):
+            model_task = Task.VIS
+            accumulator = VisAccumulator(num_frames, geometry, tracks_per_video=task.tracks_per_video,
+                                         max_tracks_per_clip=task.max_tracks_per_clip,
+                                         score_threshold=task.score_threshold)
+        else:
+            model_task = Task.VPS
+            accumulator = VpsAccumulator(num_frames, geometry, thing_classes=task.thing_classes,
+                                         max_tracks_per_clip=task.max_tracks_per_clip,
+                                         score_threshold=task.score_threshold,
+                                         max_tracks_per_video=task.max_tracks_per_video)
+        schedule = clip_schedule(num_frames, settings.clip_length, settings.frame_overlap)
+        for clip, images in self._clips(frames, num_frames, schedule, geometry, name):
+            prediction = self._forward(images, model_task, dataset=task.dataset)
+            yield from accumulator.add_clip(clip, prediction)
+        yield from accumulator.finish()
+
+    @torch.inference_mode()
+    def _run_vos(self, frames: Iterable[np.ndarray], num_frames: int, geometry: FrameGeometry,
+                 references: list[ObjectReference], consistent_final_clip: bool, settings: ClipSettings,
+                 name: str) -> Iterator[VosFrame]:
+        schedule = clip_schedule(num_frames, settings.clip_length, settings.frame_overlap,
+                                 first_frame=min(r.frame_index for r in references))
+        if len(schedule) == 1 and not consistent_final_clip:
+            warnings.warn(f"{name}: the video fits in one clip, and the original's final-clip stitching (the "
+                          "default) leaves such a video without masks; pass consistent_final_clip=True "
+                          "(--consistent_final_clip) to segment it", stacklevel=2)
+        accumulator = VosAccumulator(num_frames, geometry, consistent_final_clip=consistent_final_clip)
+        for clip, images in self._clips(frames, num_frames, schedule, geometry, name):
+            in_clip = [r for r in references if r.frame_index in clip.frames]
+            propagation = accumulator.propagate(clip, [r.object_id for r in in_clip])
+            objects = clip_objects(clip, propagation, in_clip, geometry, self.device)
+            if objects is None:
+                yield from accumulator.skip_clip(clip)
+                continue
+            prediction = self._forward(images, Task.VOS, objects=objects.references)
+            yield from accumulator.add_clip(clip, ObjectClip(prediction, objects.object_ids,
+                                                             objects.reference_frames))
+        yield from accumulator.finish()
+
+    # -- shared ------------------------------------------------------------------------------------------------
+
+    def _forward(self, images: Tensor, task: Task, **kwargs):
+        """The final decoder layer's prediction for one clip (1, T, 3, h, w)."""
+        with torch.autocast(self.device.type, dtype=autocast_dtype(self.device), enabled=self.amp), \
+                (_no_duck_sizing() if self.compiled else contextlib.nullcontext()):
+            return self.model(images, task, all_layers=False, **kwargs).final
+
+    def _clips(self, frames: Iterable[np.ndarray], num_frames: int, schedule: list[Clip], geometry: FrameGeometry,
+               name: str) -> Iterator[tuple[Clip, Tensor]]:
+        """(clip, images (1, T, 3, h, w) float32 RGB 0..255 on the device) for each clip, reading frames lazily."""
+        stream = iter(frames)
+        held: deque[tuple[int, Tensor]] = deque()  # (video frame, resized (3, h, w) uint8) of the current clip
+        next_frame = 0
+        bar = tqdm(schedule, desc=name, unit="clip", leave=False, disable=not self.progress)
+        try:
+            for clip in bar:
+                while held and held[0][0] < clip.start:
+                    held.popleft()
+                while next_frame < clip.stop:
+                    frame = next(stream, None)
+                    if frame is None:
+                        raise ValueError(f"{name}: the video ended after {next_frame} frames, expected {num_frames}")
+                    _check_frame(frame, next_frame, geometry.original, name)
+                    if next_frame >= clip.start:  # frames before the first clip are not run
+                        resized = geometry.resize_frames(frame[None])[0]
+                        held.append((next_frame, torch.from_numpy(resized).to(self.device).permute(2, 0, 1)))
+                    next_frame += 1
+                images = torch.stack([image for _, image in held]).float()[None]
+                yield clip, images
+                self.stats.clips += 1
+            if next(stream, None) is not None:
+                raise ValueError(f"{name}: the video has more than the {num_frames} frames it was said to have")
+        finally:
+            bar.close()
+            self.stats.frames += next_frame
+
+
+def _check_frame(frame: np.ndarray, index: int, size: tuple[int, int], name: str) -> None:
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.shape != (*size, 3):
+        got = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
+        raise ValueError(f"{name}: frame {index} must be a uint8 (H, W, 3) = ({size[0]}, {size[1]}, 3) RGB array, "
+                         f"got {got}")
+
+
+# ============================================================================================== VOS objects per clip
+
+def check_references(references: Sequence[ObjectReference], num_frames: int, size: tuple[int, int],
+                     name: str) -> None:
+    """Raise ValueError naming the object when a reference does not fit the video."""
+    if not references:
+        raise ValueError(f"{name}: VOS/PET needs at least one object reference (a mask or a point)")
+    seen: set[tuple[int, int]] = set()
+    for ref in references:
+        where = f"{name}: object {ref.object_id} at frame {ref.frame_index}"
+        if (ref.object_id, ref.frame_index) in seen:
+            raise ValueError(f"{where}: given twice")
+        seen.add((ref.object_id, ref.frame_index))
+        if not 0 <= ref.frame_index < num_frames:
+            raise ValueError(f"{where}: the video has frames 0..{num_frames - 1}")
+        if ref.mask is not None:
+            if ref.mask.shape != size:
+                raise ValueError(f"{where}: mask is {ref.mask.shape}, the video's frames are {size}")
+            if not ref.mask.any():
+                raise ValueError(f"{where}: mask is empty")
+        elif not (0 <= ref.point[0] < size[0] and 0 <= ref.point[1] < size[1]):
+            raise ValueError(f"{where}: point (y, x) = {ref.point} lies outside the {size[0]}x{size[1]} frame")
+
+
+@dataclass(frozen=True)
+class ClipObjects:
+    """The objects of one VOS/PET clip: what the network takes and what the accumulator needs."""
+
+    references: ObjectReferences    # for the model: mask objects, then point objects
+    object_ids: list[int]           # one per object, in the model's order
+    reference_frames: dict[int, int]  # object id -> video frame of its reference in this clip
+
+
+def clip_objects(clip: Clip, propagation: Propagation, references: Sequence[ObjectReference],
+                 geometry: FrameGeometry, device: torch.device) -> ClipObjects | None:
+    """Build one clip's objects (on `device`) from the survivors of the previous clip and the references on the
+    clip's frames (module docstring); None when there is no object to segment."""
+    survivors = propagation.object_ids
+    mask_refs = [r for r in references if r.mask is not None]
+    point_refs = [r for r in references if r.mask is None and r.object_id not in survivors]
+    mask_ids = list(dict.fromkeys([*survivors, *(r.object_id for r in mask_refs)]))
+    point_ids = list(dict.fromkeys(r.object_id for r in point_refs if r.object_id not in mask_ids))
+    if not mask_ids and not point_ids:
+        return None
+    frames = sorted({*propagation.frames, *(r.frame_index for r in references)})
+    column = {frame: i for i, frame in enumerate(frames)}
+
+    masks = mask_frames = None
+    if mask_ids:
+        row = {object_id: i for i, object_id in enumerate(mask_ids)}
+        masks = torch.zeros(1, len(mask_ids), len(frames), *geometry.padded, dtype=torch.bool, device=device)
+        overlap_columns = [column[f] for f in propagation.frames]
+        for object_id, propagated in zip(survivors, propagation.masks):
+            masks[0, row[object_id], overlap_columns] = propagated.to(device)
+        for ref in mask_refs:  # ground truth replaces the propagated mask on its frame
+            masks[0, row[ref.object_id], column[ref.frame_index]] = reference_mask(ref.mask, geometry).to(device)
+        mask_frames = torch.tensor([f - clip.start for f in frames], dtype=torch.int64)
+
+    points = point_frames = None
+    if point_ids:
+        height, width = geometry.original
+        first_point = {}
+        for ref in point_refs:
+            first_point.setdefault(ref.object_id, ref)
+        chosen = [first_point[i] for i in point_ids]
+        # The original's normalisation: pixel centres, relative to the frame (SPEC §6.3).
+        points = torch.tensor([[((r.point[0] + 0.5) / height, (r.point[1] + 0.5) / width) for r in chosen]],
+                              dtype=torch.float32, device=device).clamp(0, 1)
+        point_frames = torch.tensor([[r.frame_index - clip.start for r in chosen]], dtype=torch.int64,
+                                    device=device)
+
+    object_ids = mask_ids + point_ids
+    # As the original, every object with a reference in this clip has its logits before that frame suppressed.
+    # With two references in one clip the earliest counts (the original keeps the latest, which would blank the
+    # object on its own earlier reference frame).
+    reference_frames: dict[int, int] = {}
+    for ref in references:
+        if ref.object_id in object_ids:
+            reference_frames[ref.object_id] = min(ref.frame_index, reference_frames.get(ref.object_id, ref.frame_index))
+    return ClipObjects(ObjectReferences(masks=masks, mask_frames=mask_frames, points=points,
+                                        point_frames=point_frames), object_ids, reference_frames)
+
+
+def reference_mask(mask: np.ndarray, geometry: FrameGeometry) -> Tensor:
+    """(H, W) bool at the video's resolution -> (Hp, Wp) bool at the padded input size (resized as the original,
+    padded with zeros). A mask too small to survive the resize keeps the one pixel it covers most, so that the
+    object still has a reference."""
+    resized = geometry.resize_masks(mask[None])[0]
+    if not resized.any():
+        h, w = geometry.resized
+        coverage = cv2.resize(mask.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+        resized = np.zeros((h, w), bool)
+        resized[np.unravel_index(np.argmax(coverage), coverage.shape)] = True
+    return geometry.pad(torch.from_numpy(np.ascontiguousarray(resized)), value=0)
