@@ -7,7 +7,6 @@ on top takes minutes on a 2-core CPU and is timed in bench/test_bench_model.py i
 """
 from __future__ import annotations
 
-import pytest
 import torch
 
 from tarvis_fast.model import ObjectReferences, Task
@@ -27,12 +26,6 @@ def test_compiled_forward_equals_eager() -> None:
         torch.testing.assert_close(b.class_logits, a.class_logits, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=RuntimeError,
-    reason="kernels/msda: the PyTorch path's backward returns grad_value with other strides than its fake "
-           "(torch.cat of permuted per-level grads, reference.py), so AOTAutograd's .view of it fails; remove "
-           "this mark when the op returns it contiguous",
-)
 def test_compiled_training_step_gives_eager_gradients() -> None:
     images = clip(batch=2)
 
