@@ -162,5 +162,7 @@ def ms_deform_attn_torch_backward(
         for acc, g in zip(grad_maps, chunk_maps):
             acc += g
     # Inverse of level_maps: (N * M, D, H_l, W_l) -> (N, H_l * W_l, M, D), levels concatenated along S.
-    grad_value = torch.cat([g.view(n, m, d, -1).permute(0, 3, 1, 2) for g in grad_maps], dim=1).to(value.dtype)
+    # cat keeps the permuted inputs' strides; the op's fake promises a contiguous gradient, so make it one.
+    grad_value = torch.cat([g.view(n, m, d, -1).permute(0, 3, 1, 2) for g in grad_maps], dim=1)
+    grad_value = grad_value.to(value.dtype).contiguous()
     return grad_value, grad_locations, grad_weights
