@@ -11,7 +11,6 @@ so a clip is never held at full resolution as a whole.
 """
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,11 +20,13 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from torch import Tensor
 
-PAD_MULTIPLE = 64      # the temporal neck's largest window needs padded sizes divisible by 64 (SPEC §2.1)
+from tarvis_fast.model.neck import WINDOW_PIXELS
+from tarvis_fast.model.tarvis import padded_size  # the model pads; this is its rule, re-exported
+
 LOGIT_STRIDE = 4       # mask logits come at 1/4 of the padded input size
-IMAGE_PAD_VALUE = 128  # grey, before normalisation; masks pad with 0
 DEFAULT_MAX_ELEMENTS = 1 << 25  # upsampled floats held at once by the chunked chain (128 MiB in float32)
 
 
@@ -88,11 +89,6 @@ def min_dim_size(height: int, width: int, min_dim: int, max_dim: int) -> tuple[i
     return round(scale * height), round(scale * width)
 
 
-def padded_size(height: int, width: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int]:
-    """(height, width) rounded up to multiples of `multiple`."""
-    return math.ceil(height / multiple) * multiple, math.ceil(width / multiple) * multiple
-
-
 @dataclass(frozen=True)
 class FrameGeometry:
     """Sizes (height, width) of one video's frames along the inference path.
@@ -110,8 +106,8 @@ class FrameGeometry:
             if len(size) != 2 or any(not isinstance(s, numbers.Integral) or s < 1 for s in size):
                 raise ValueError(f"FrameGeometry.{name} must be two positive ints (height, width), got {size!r}")
             object.__setattr__(self, name, (int(size[0]), int(size[1])))  # frozen: normalise once, here
-        if any(p < r or p % PAD_MULTIPLE for p, r in zip(self.padded, self.resized)):
-            raise ValueError(f"FrameGeometry.padded={self.padded} must be multiples of {PAD_MULTIPLE} no smaller "
+        if any(p < r or p % WINDOW_PIXELS for p, r in zip(self.padded, self.resized)):
+            raise ValueError(f"FrameGeometry.padded={self.padded} must be multiples of {WINDOW_PIXELS} no smaller "
                              f"than resized={self.resized}")
 
     @classmethod
