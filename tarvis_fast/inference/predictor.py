@@ -3,7 +3,7 @@
     predictor = tarvis_fast.VideoPredictor.from_checkpoint("checkpoints/swin-tiny_finetune/090000.pth")
     for frame_index, result in predictor.segment("clip.mp4", task="vos", masks={0: first_frame_ids}):
         result.object_ids, result.masks          # [1, 2], (2, H, W) bool
-    predictor.segment(frames, task="pet", points={1: (120, 80), 2: (30, (400, 210))})   # {id: (x, y) or (frame, (x, y))}
+    predictor.segment(frames, task="pet", points={1: (120, 80), 2: (30, (400, 210))})  # id: (x, y) | (frame, (x, y))
     predictor.segment("frames/", task="vis", vocabulary="youtube_vis")                 # class ids, names, scores
     predictor.segment("frames/", task="vps", vocabulary="kitti_step")                  # things + result.semantic
 

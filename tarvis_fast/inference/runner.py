@@ -33,6 +33,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -54,7 +55,7 @@ from tarvis_fast.inference.accumulate import (
 from tarvis_fast.inference.benchmarks import ObjectReference
 from tarvis_fast.inference.clips import Clip, FrameGeometry, ImagesResizer, clip_schedule
 from tarvis_fast.model.object_encoder import ObjectReferences
-from tarvis_fast.model.outputs import Task
+from tarvis_fast.model.outputs import InstancePrediction, ObjectPrediction, Task
 
 Result = VisTrack | PanopticFrame | VosFrame
 
@@ -301,7 +302,7 @@ class ClipRunner:
 
     # -- shared ------------------------------------------------------------------------------------------------
 
-    def _forward(self, images: Tensor, task: Task, **kwargs):
+    def _forward(self, images: Tensor, task: Task, **kwargs: Any) -> InstancePrediction | ObjectPrediction:
         """The final decoder layer's prediction for one clip (1, T, 3, h, w)."""
         with torch.autocast(self.device.type, dtype=autocast_dtype(self.device), enabled=self.amp), \
                 (_no_duck_sizing() if self.compiled else contextlib.nullcontext()):

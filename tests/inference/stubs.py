@@ -1,10 +1,11 @@
 """A stand-in for the network whose answers are known: it segments synthetic videos of flat grey squares.
 
 Videos are H x W = 48 x 64 (padded to 64 x 64, logits 16 x 16). Each object is a 12 x 12 square of its own grey
-level, placed on the 4-pixel grid of the logits and off the frame's border (where the upsample keeps corners); the bottom-right pixel of frame t holds t + 1, so the stub knows
-which frames it was given. `StubTracker` returns, for each object or query, +L on the logit cells its grey level
-covers in each frame and -L elsewhere; a cell block of +L comes back at the video's resolution as the block
-minus its four corner pixels (derived and checked in test_clips.py), which `square_mask` gives.
+level, placed on the 4-pixel grid of the logits and off the frame's border (where the upsample keeps corners);
+the bottom-right pixel of frame t holds t + 1, so the stub knows which frames it was given. `StubTracker`
+returns, for each object or query, +L on the logit cells its grey level covers in each frame and -L elsewhere; a
+cell block of +L comes back at the video's resolution as the block minus its four corner pixels (derived and
+checked in test_clips.py), which `square_mask` gives.
 
 For VOS/PET it identifies each object by the grey level under its reference masks (which must be one level: a
 mask off its square fails the test) or at its point, so the runner's propagation, new references and lost
