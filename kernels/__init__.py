@@ -3,3 +3,5 @@ from .masked_attention import masked_cross_attention
 from .mha import MultiheadAttention
 from .msda import ms_deform_attn
 from .window_attention import window_attention
+
+__all__ = ["MultiheadAttention", "masked_cross_attention", "ms_deform_attn", "window_attention"]

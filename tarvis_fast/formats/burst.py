@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from tarvis_fast.formats.atomic import atomic_open
+from tarvis_fast.formats.jsonfile import read_json
 from tarvis_fast.formats.rle import RLE, encode_rle, rle_area, to_compressed
 
 
@@ -73,16 +74,6 @@ class BurstSequence:
         return [first[k] for k in sorted(first)]
 
 
-def _load_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        raise BurstFormatError(f"{path}: file not found") from None
-    except json.JSONDecodeError as err:
-        raise BurstFormatError(f"{path}: not valid JSON ({err})") from None
-
-
 def _parse_sequence(entry: Any, path: Path) -> BurstSequence:
     try:
         where = f"{path} (sequence {entry['dataset']}/{entry['seq_name']})"
@@ -111,7 +102,7 @@ def _parse_sequence(entry: Any, path: Path) -> BurstSequence:
 def read_burst_annotations(path: Path) -> tuple[dict, list[BurstSequence]]:
     """A BURST annotation file (ground truth, first-frame annotations or results) -> (its JSON, its sequences)."""
     path = Path(path)
-    content = _load_json(path)
+    content = read_json(path, BurstFormatError)
     if not isinstance(content, dict) or not isinstance(content.get("sequences"), list):
         raise BurstFormatError(f"{path}: expected an object with a 'sequences' list")
     return content, [_parse_sequence(entry, path) for entry in content["sequences"]]

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from tarvis_fast.formats.atomic import atomic_open
+from tarvis_fast.formats.jsonfile import read_json
 
 VOID_ID = 0
 MAX_SEGMENT_ID = 256**3 - 1
@@ -132,16 +133,6 @@ def write_panoptic_png(path: Path, ids: np.ndarray) -> None:
 # ------------------------------------------------------------------------------------------ JSON helpers
 
 
-def _load_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        raise PanopticFormatError(f"{path}: file not found") from None
-    except json.JSONDecodeError as err:
-        raise PanopticFormatError(f"{path}: not valid JSON ({err})") from None
-
-
 def _field(entry: Any, key: str, where: str) -> Any:
     if not isinstance(entry, dict) or key not in entry:
         raise PanopticFormatError(f"{where}: missing field {key!r}")
@@ -226,7 +217,7 @@ def read_cityscapes_vps_gt(gt_dir: Path) -> PanopticDataset:
     """Cityscapes-VPS ground truth: `images[i]` and `annotations[i]` describe frame i; consecutive groups of
     `CITYSCAPES_VPS_FRAMES_PER_VIDEO` frames form a video (the official evaluator's rule)."""
     json_file = Path(gt_dir) / CITYSCAPES_VPS_GT_JSON
-    content = _load_json(json_file)
+    content = read_json(json_file, PanopticFormatError)
     categories = parse_categories(_field(content, "categories", str(json_file)), str(json_file))
     images = _field(content, "images", str(json_file))
     annotations = _field(content, "annotations", str(json_file))
@@ -261,7 +252,7 @@ def read_cityscapes_vps_predictions(pred_dir: Path, gt: PanopticDataset) -> tupl
     """Cityscapes-VPS predictions aligned with `gt`: `pred.json` annotation i belongs to ground-truth frame i, its
     PNG is `pan_pred/<image id>.png`. An `image_id` field, when present (our writer adds it), must match."""
     json_file = Path(pred_dir) / PRED_JSON
-    annotations = _field(_load_json(json_file), "annotations", str(json_file))
+    annotations = _field(read_json(json_file, PanopticFormatError), "annotations", str(json_file))
     gt_frames = [frame for video in gt.videos for frame in video.frames]
     if not isinstance(annotations, list) or len(annotations) != len(gt_frames):
         raise PanopticFormatError(f"{json_file}: {len(annotations)} annotations for {len(gt_frames)} ground-truth "
@@ -301,7 +292,7 @@ def _video_annotations(entries: Any, json_file: Path) -> dict[str, list]:
 def read_vipseg_gt(gt_dir: Path) -> PanopticDataset:
     """VIPSeg ground truth: videos in `videos` order, frame i of a video = `images[i]` + `annotations[i]`."""
     json_file = Path(gt_dir) / VIPSEG_GT_JSON
-    content = _load_json(json_file)
+    content = read_json(json_file, PanopticFormatError)
     categories = parse_categories(_field(content, "categories", str(json_file)), str(json_file))
     annotations = _video_annotations(_field(content, "annotations", str(json_file)), json_file)
     videos = []
@@ -330,7 +321,7 @@ def read_vipseg_predictions(pred_dir: Path, gt: PanopticDataset) -> tuple[Panopt
     """VIPSeg predictions aligned with `gt`: per video, annotation i belongs to ground-truth frame i and its PNG is
     `pan_pred/<video id>/<ground-truth file name>`. A `file_name` field must name the same frame (any extension)."""
     json_file = Path(pred_dir) / PRED_JSON
-    annotations = _video_annotations(_field(_load_json(json_file), "annotations", str(json_file)), json_file)
+    annotations = _video_annotations(_field(read_json(json_file, PanopticFormatError), "annotations", str(json_file)), json_file)
     videos = []
     for gt_video in gt.videos:
         video_annotations = annotations.get(gt_video.name)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from tarvis_fast.formats.atomic import atomic_open
+from tarvis_fast.formats.jsonfile import read_json
 from tarvis_fast.formats.rle import RLE, encode_rle, to_compressed
 
 OCCLUSION_LEVELS = ("no_occlusion", "slight_occlusion", "severe_occlusion")
@@ -96,15 +97,6 @@ def write_upload_zip(results_json: str | Path, zip_path: str | Path) -> None:
         archive.write(results_json, arcname=RESULTS_NAME)
 
 
-def _load_json(path: Path) -> Any:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
-
-
 def _frame_rle(segmentation: Any, video: Video, where: str) -> RLE | None:
     """One per-frame segmentation -> compressed RLE (bytes counts) of the video's size, or None."""
     if segmentation is None:
@@ -137,7 +129,7 @@ def _frame_list(entry: Mapping, key: str, video: Video, where: str) -> list:
 def read_ground_truth(path: str | Path, *, occlusion: bool = False) -> GroundTruth:
     """Read a YouTube-VIS or (occlusion=True) OVIS ground-truth json; raises naming the file and entry."""
     path = Path(path)
-    data = _load_json(path)
+    data = read_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a json object with videos, categories and annotations")
     _require(data, ("videos", "categories", "annotations"), str(path))
@@ -177,7 +169,7 @@ def read_results(path: str | Path, videos: Mapping[int, Video], category_ids: It
     file, the entry and the frame for an unknown video or category id, a wrong number of frames or a
     mask of the wrong size. Segmentations come back as compressed RLEs (counts bytes) or None."""
     path = Path(path)
-    data = _load_json(path)
+    data = read_json(path)
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a json list of tracks, got {type(data).__name__}")
     known_categories = set(category_ids)

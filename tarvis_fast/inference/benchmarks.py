@@ -55,7 +55,6 @@ Interface notes for the runner (additions to the interface first agreed):
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -69,6 +68,7 @@ from PIL import Image
 from tarvis_fast.config import Config
 from tarvis_fast.formats.burst import BurstSequence, read_burst_annotations
 from tarvis_fast.formats.davis import VOID_ID, read_label_png
+from tarvis_fast.formats.jsonfile import read_json
 from tarvis_fast.formats.kitti_step import VAL_SEQUENCES as KITTI_STEP_VAL_SEQUENCES
 from tarvis_fast.formats.rle import decode_rle
 from tarvis_fast.inference import writers
@@ -215,16 +215,6 @@ def _flag(key: str) -> str:
     return f"--{key}"
 
 
-def _load_json(path: Path, key: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: not found (set it with {_flag(key)})") from None
-    except json.JSONDecodeError as err:
-        raise BenchmarkDataError(f"{path}: not valid JSON ({err}); fix it or point {_flag(key)} elsewhere") from None
-
-
 def _get(entry: Any, key: str, where: str) -> Any:
     if not isinstance(entry, dict) or key not in entry:
         raise BenchmarkDataError(f"{where}: missing field {key!r}")
@@ -275,7 +265,7 @@ _Settings = Mapping[str, Any]   # what a reader needs from the config: {"mode", 
 def _read_vis(paths: Mapping[str, Path], settings: _Settings) -> list[SequenceInfo]:
     """YouTube-VIS / OVIS: `videos[].{id, height, width, file_names: ["<video>/<frame>.jpg", ...]}`."""
     source = paths["annotations"]
-    videos = _list(_load_json(source, "annotations"), "videos", str(source))
+    videos = _list(read_json(source, BenchmarkDataError, f"point {_flag('annotations')} elsewhere"), "videos", str(source))
     sequences = []
     for i, video in enumerate(videos):
         where = f"{source}: videos[{i}]"
@@ -432,7 +422,7 @@ def cityscapes_vps_image_id(video: int, frame: int, file_name: str) -> str:
 
 def _read_cityscapes_vps(paths: Mapping[str, Path], settings: _Settings) -> list[SequenceInfo]:
     source = paths["annotations"]
-    images = _list(_load_json(source, "annotations"), "images", str(source))
+    images = _list(read_json(source, BenchmarkDataError, f"point {_flag('annotations')} elsewhere"), "images", str(source))
     videos: dict[int, dict[int, tuple[str, tuple[int, int]]]] = {}
     for i, image in enumerate(images):
         where = f"{source}: images[{i}]"
@@ -472,7 +462,7 @@ def _read_cityscapes_vps(paths: Mapping[str, Path], settings: _Settings) -> list
 def _read_vipseg(paths: Mapping[str, Path], settings: _Settings) -> list[SequenceInfo]:
     """VIPSeg: `videos[].{video_id, images[].{file_name (.png), height, width}}`; frames are <video>/<stem>.jpg."""
     source = paths["annotations"]
-    videos = _list(_load_json(source, "annotations"), "videos", str(source))
+    videos = _list(read_json(source, BenchmarkDataError, f"point {_flag('annotations')} elsewhere"), "videos", str(source))
     sequences = []
     for i, video in enumerate(videos):
         where = f"{source}: videos[{i}]"

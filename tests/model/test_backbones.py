@@ -14,7 +14,6 @@ from torch import Tensor
 
 from tarvis_fast.model.backbones import (
     BACKBONE_NAMES,
-    ResNet,
     SwinTransformer,
     build_backbone,
     load_imagenet_weights,
