@@ -6,8 +6,9 @@ from __future__ import annotations
 C = 256  # hidden width of everything after the backbone
 
 
-def resnet50_keys() -> dict[str, tuple[int, ...]]:
-    """detectron2 ResNet-50 with FrozenBN: every conv has a 4-buffer norm at `<conv>.norm`."""
+def resnet_keys(blocks_per_stage: tuple[int, ...] = (3, 4, 6, 3)) -> dict[str, tuple[int, ...]]:
+    """detectron2 ResNet with FrozenBN (blocks (3, 4, 6, 3) for R-50, (3, 4, 23, 3) for R-101): every conv has
+    a 4-buffer norm at `<conv>.norm`."""
     keys: dict[str, tuple[int, ...]] = {}
 
     def conv(name: str, out: int, inp: int, k: int) -> None:
@@ -17,7 +18,8 @@ def resnet50_keys() -> dict[str, tuple[int, ...]]:
 
     conv("stem.conv1", 64, 3, 7)
     in_ch = 64
-    for stage, (blocks, mid, out) in enumerate([(3, 64, 256), (4, 128, 512), (6, 256, 1024), (3, 512, 2048)], 2):
+    for stage, (blocks, mid) in enumerate(zip(blocks_per_stage, (64, 128, 256, 512)), 2):
+        out = 4 * mid
         for k in range(blocks):
             block = f"res{stage}.{k}"
             conv(f"{block}.conv1", mid, in_ch if k == 0 else out, 1)
@@ -132,7 +134,7 @@ def object_encoder_keys() -> dict[str, tuple[int, ...]]:
 
 
 BACKBONES = {
-    "ResNet50": (resnet50_keys, (256, 512, 1024, 2048)),
+    "ResNet50": (resnet_keys, (256, 512, 1024, 2048)),
     "SwinTiny": (lambda: swin_keys(96, [2, 2, 6, 2], [3, 6, 12, 24], 7), (96, 192, 384, 768)),
     "SwinLarge": (lambda: swin_keys(192, [2, 2, 18, 2], [6, 12, 24, 48], 12), (192, 384, 768, 1536)),
 }

@@ -21,6 +21,8 @@ from tarvis_fast.model.backbones import (
 from tarvis_fast.model.backbones.layers import DropPath, FrozenBatchNorm2d
 from tarvis_fast.model.backbones.swin import SwinStage
 
+from .checkpoint_spec import resnet_keys, swin_keys
+
 STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
 # SPEC §2.2: output channels per backbone.
 CHANNELS = {
@@ -38,59 +40,6 @@ TINY_SWIN = dict(embed_dim=8, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), windo
 # ---------------------------------------------------------------------------------------------------------------
 # Expected state_dict layouts, written out from SPEC §8.
 
-def resnet_expected_shapes(blocks_per_stage: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-    """detectron2 ResNet keys: conv weights plus FrozenBN's four tensors under `<conv>.norm`."""
-    shapes: dict[str, tuple[int, ...]] = {}
-
-    def conv(prefix: str, out_ch: int, in_ch: int, k: int) -> None:
-        shapes[f"{prefix}.weight"] = (out_ch, in_ch, k, k)
-        for tensor in ("weight", "bias", "running_mean", "running_var"):
-            shapes[f"{prefix}.norm.{tensor}"] = (out_ch,)
-
-    conv("stem.conv1", 64, 3, 7)
-    in_ch = 64
-    for stage, (width, num_blocks) in enumerate(zip((64, 128, 256, 512), blocks_per_stage), start=2):
-        out_ch = 4 * width
-        for block in range(num_blocks):
-            prefix = f"res{stage}.{block}"
-            conv(f"{prefix}.conv1", width, in_ch if block == 0 else out_ch, 1)
-            conv(f"{prefix}.conv2", width, width, 3)
-            conv(f"{prefix}.conv3", out_ch, width, 1)
-            if block == 0:
-                conv(f"{prefix}.shortcut", out_ch, in_ch, 1)
-        in_ch = out_ch
-    return shapes
-
-
-def swin_expected_shapes(embed_dim: int, depths: tuple[int, ...], num_heads: tuple[int, ...],
-                         window: int) -> dict[str, tuple[int, ...]]:
-    shapes: dict[str, tuple[int, ...]] = {
-        "patch_embed.proj.weight": (embed_dim, 3, 4, 4), "patch_embed.proj.bias": (embed_dim,),
-        "patch_embed.norm.weight": (embed_dim,), "patch_embed.norm.bias": (embed_dim,),
-    }
-    for i, (depth, heads) in enumerate(zip(depths, num_heads)):
-        c = embed_dim * 2**i
-        for j in range(depth):
-            p = f"layers.{i}.blocks.{j}"
-            shapes.update({
-                f"{p}.norm1.weight": (c,), f"{p}.norm1.bias": (c,),
-                f"{p}.attn.relative_position_bias_table": ((2 * window - 1) ** 2, heads),
-                f"{p}.attn.relative_position_index": (window**2, window**2),
-                f"{p}.attn.qkv.weight": (3 * c, c), f"{p}.attn.qkv.bias": (3 * c,),
-                f"{p}.attn.proj.weight": (c, c), f"{p}.attn.proj.bias": (c,),
-                f"{p}.norm2.weight": (c,), f"{p}.norm2.bias": (c,),
-                f"{p}.mlp.fc1.weight": (4 * c, c), f"{p}.mlp.fc1.bias": (4 * c,),
-                f"{p}.mlp.fc2.weight": (c, 4 * c), f"{p}.mlp.fc2.bias": (c,),
-            })
-        if i < 3:
-            shapes[f"layers.{i}.downsample.reduction.weight"] = (2 * c, 4 * c)
-            shapes[f"layers.{i}.downsample.norm.weight"] = (4 * c,)
-            shapes[f"layers.{i}.downsample.norm.bias"] = (4 * c,)
-        shapes[f"norm{i}.weight"] = (c,)
-        shapes[f"norm{i}.bias"] = (c,)
-    return shapes
-
-
 def state_dict_shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     return {key: tuple(value.shape) for key, value in module.state_dict().items()}
 
@@ -102,19 +51,19 @@ def build_on_meta(name: str) -> torch.nn.Module:
 
 def test_resnet50_state_dict_layout_equals_spec():
     model = build_on_meta("ResNet50")
-    assert state_dict_shapes(model) == resnet_expected_shapes((3, 4, 6, 3))
+    assert state_dict_shapes(model) == resnet_keys((3, 4, 6, 3))
     # FrozenBN holds buffers only: the sole parameters are the 53 conv kernels.
     assert all(name.endswith("weight") and ".norm." not in name for name, _ in model.named_parameters())
     assert len(list(model.parameters())) == 53
 
 
 def test_resnet101_state_dict_layout():
-    assert state_dict_shapes(build_on_meta("ResNet101")) == resnet_expected_shapes((3, 4, 23, 3))
+    assert state_dict_shapes(build_on_meta("ResNet101")) == resnet_keys((3, 4, 23, 3))
 
 
 def test_swin_tiny_state_dict_layout_equals_spec():
     model = build_on_meta("SwinTiny")
-    assert state_dict_shapes(model) == swin_expected_shapes(96, (2, 2, 6, 2), (3, 6, 12, 24), 7)
+    assert state_dict_shapes(model) == swin_keys(96, (2, 2, 6, 2), (3, 6, 12, 24), 7)
     index = model.state_dict()["layers.0.blocks.1.attn.relative_position_index"]
     assert index.dtype == torch.int64
     assert "layers.0.blocks.1.attn.relative_position_index" not in dict(model.named_parameters())
@@ -132,14 +81,14 @@ def test_swin_large_state_dict_shapes_and_counts():
     assert len(shapes) == 4 + 14 * 24 + 9 + 8
     assert sum("downsample" in key for key in shapes) == 9
     assert "layers.3.downsample.norm.weight" not in shapes
-    assert shapes == swin_expected_shapes(192, (2, 2, 18, 2), (6, 12, 24, 48), 12)
+    assert shapes == swin_keys(192, (2, 2, 18, 2), (6, 12, 24, 48), 12)
 
 
 @pytest.mark.parametrize("name, expected", [("SwinSmall", (96, (2, 2, 18, 2), (3, 6, 12, 24), 7)),
                                             ("SwinBase", (128, (2, 2, 18, 2), (4, 8, 16, 32), 12))])
 def test_swin_small_and_base_hyper_parameters(name, expected):
     # The original's build_swin.py: Small = Tiny widened to 18 blocks in stage 3; Base uses the 384-px window-12 weights.
-    assert state_dict_shapes(build_on_meta(name)) == swin_expected_shapes(*expected)
+    assert state_dict_shapes(build_on_meta(name)) == swin_keys(*expected)
 
 
 def test_parameter_counts_match_published_figures():
@@ -501,7 +450,7 @@ def test_torch_compile_captures_one_graph_with_eager_outputs_and_gradients():
 def official_swin_checkpoint(embed_dim, depths, num_heads, window, generator) -> dict:
     """A synthetic release file: {"model": state_dict} with the final `norm`, the 1000-way `head`, the `attn_mask`
     buffers of shifted blocks (shape irrelevant here) and no per-stage norms."""
-    shapes = swin_expected_shapes(embed_dim, depths, num_heads, window)
+    shapes = swin_keys(embed_dim, depths, num_heads, window)
     state = {key: torch.randn(shape, generator=generator) for key, shape in shapes.items()
              if not key.startswith("norm") and not key.endswith("relative_position_index")}
     last = 8 * embed_dim
