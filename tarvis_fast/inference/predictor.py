@@ -104,12 +104,8 @@ class VideoPredictor:
                         compile: bool | str | Callable = False,
                         progress: bool = False, trusted: bool = False) -> VideoPredictor:
         """Load a checkpoint with the `config.yaml` beside it (or `config`); see `load_model`."""
-        path = Path(path)
-        if not isinstance(config, Config):
-            config_path = Path(config) if config is not None else path.parent / "config.yaml"
-            if not config_path.is_file():
-                raise FileNotFoundError(f"no config for checkpoint {path}: {config_path} does not exist")
-            config = load_config(config_path)
+        if not isinstance(config, Config):  # read here too: the inference settings come from it
+            config = load_config(Path(config) if config is not None else Path(path).parent / "config.yaml")
         model = load_model(path, config=config, trusted=trusted)
         return cls(model, config, device=device, amp=amp, compile=compile, progress=progress)
 

@@ -17,35 +17,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from tarvis_fast.config import Config, ModelConfig, TrainingConfig, save_config
 from tarvis_fast.formats.davis import read_label_png, read_results, write_label_png
 from tarvis_fast.formats.rle import decode_rle
 from tarvis_fast.inference.cli import main
 from tarvis_fast.inference.video import OverlayVideoWriter, open_frames, read_image_rgb
 from tarvis_fast.inference.vocabularies import vocabulary
-from tarvis_fast.model import build_model
 
 SIZE = (120, 214)                 # (H, W) of the test videos: horsejump-high at a quarter of its area
 FAST = ["--clip_length", "4", "--frame_overlap", "2", "--min_dim", "64"]   # network input 64x114
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A ResNet-50 TarViS with a narrow, shallow head: the smallest model `load_model` can build from a config."""
-    cfg = Config(
-        model=ModelConfig(backbone="ResNet50", hidden_dim=32, num_heads=2, decoder_layers=2, decoder_ffn_dim=64,
-                          neck_layers=1, neck_ffn_dim=64, object_encoder_layers=1, num_object_queries=8,
-                          kernel_backend="torch"),
-        training=TrainingConfig(dataset_list=["YOUTUBE_VIS", "KITTI_STEP", "DAVIS"], dataset_weights=[1.0] * 3),
-    )
-    directory = tmp_path_factory.mktemp("checkpoint")
-    torch.manual_seed(0)
-    torch.save({"model": build_model(cfg).state_dict()}, directory / "model.pth")
-    save_config(cfg, directory / "config.yaml")
-    return directory / "model.pth"
 
 
 def small(image: np.ndarray, nearest: bool = False) -> np.ndarray:

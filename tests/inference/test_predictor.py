@@ -15,7 +15,7 @@ import pytest
 from scipy.ndimage import distance_transform_edt
 
 import tarvis_fast
-from tarvis_fast.config import Config
+from tarvis_fast.config import Config, ConfigError, load_config
 from tarvis_fast.formats.davis import read_label_png
 from tarvis_fast.inference.predictor import FrameResult, VideoPredictor, count_video_frames
 from tarvis_fast.inference.video import OverlayVideoWriter, read_image_rgb
@@ -176,3 +176,16 @@ def test_bad_arguments_are_named(predictor):
 
 def test_exported_from_the_package():
     assert tarvis_fast.VideoPredictor is VideoPredictor
+
+
+def test_from_checkpoint_reads_the_config_beside_it(checkpoint, tmp_path):
+    predictor = VideoPredictor.from_checkpoint(checkpoint, device="cpu")
+    assert predictor.cfg == load_config(checkpoint.parent / "config.yaml") and predictor.device.type == "cpu"
+    assert not predictor.runner.model.training
+    mask = np.zeros((72, 100), np.uint8)
+    mask[20:40, 30:60] = 1
+    results = list(predictor.segment(synthetic_frames(), "vos", masks={0: mask}, clip_length=3, frame_overlap=1))
+    check_frames(results, 4, (72, 100))
+    (tmp_path / "model.pth").write_bytes(checkpoint.read_bytes())
+    with pytest.raises(ConfigError, match="config file not found"):
+        VideoPredictor.from_checkpoint(tmp_path / "model.pth")
