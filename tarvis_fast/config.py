@@ -399,7 +399,7 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     i = 0
     while i < len(argv):
         if argv[i].startswith("--cfg."):
-            if i + 1 >= len(argv):
+            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
                 raise ConfigError(f"config override {argv[i]} has no value")
             overrides += argv[i : i + 2]
             i += 2

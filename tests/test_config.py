@@ -186,3 +186,6 @@ def test_split_overrides_leaves_other_arguments():
     assert overrides == ["--cfg.model.num_heads", "4", "--cfg.training.batch_size", "2"]
     with pytest.raises(ConfigError, match="has no value"):
         split_overrides(["--cfg.model.num_heads"])
+    with pytest.raises(ConfigError, match="--cfg.model.num_heads has no value"):
+        split_overrides(["--cfg.model.num_heads", "--output_dir", "out"])
+    assert split_overrides(["--cfg.training.base_lr", "-1e-4"])[1] == ["--cfg.training.base_lr", "-1e-4"]

@@ -121,7 +121,7 @@ class VideoPredictor:
     def segment(self, frames: FrameInput, task: str = "vos", *, masks: Mapping[int, MaskInput] | None = None,
                 points: Mapping[int, PointInput] | None = None, vocabulary: str | None = None,
                 clip_length: int | None = None, frame_overlap: int | None = None, min_dim: int | None = None,
-                disable_resize: bool = False, consistent_final_clip: bool = False,
+                disable_resize: bool = False, consistent_final_clip: bool = True,
                 ) -> Iterator[tuple[int, FrameResult]]:
         """Segment a video; yields (frame index, FrameResult) for every frame, in order.
 
@@ -130,8 +130,9 @@ class VideoPredictor:
         masks: {frame index: (H, W) integer id map (0 = background) or {object id: (H, W) bool mask}}. An object
             first given on a later frame joins there; one given again is re-anchored to that mask.
         points: {object id: (x, y)} on frame 0, or {object id: (frame index, (x, y))}, in pixels.
-        consistent_final_clip: stitch the video's last clip like the others; by default the original's
-            stitching, which, for one, leaves a video shorter than a clip without masks (a warning says so).
+        consistent_final_clip: stitch the video's last clip like the others (the default for your videos);
+            False reproduces the original's stitching, which the benchmarks use and which, for one, leaves a video
+            shorter than a clip without masks (a warning says so).
         """
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")

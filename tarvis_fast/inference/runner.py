@@ -286,7 +286,7 @@ class ClipRunner:
         if len(schedule) == 1 and not consistent_final_clip:
             warnings.warn(f"{name}: the video fits in one clip, and the original's final-clip stitching (the "
                           "default) leaves such a video without masks; pass consistent_final_clip=True "
-                          "(--consistent_final_clip) to segment it", stacklevel=2)
+                          "(--final_clip consistent) to segment it", stacklevel=2)
         accumulator = VosAccumulator(num_frames, geometry, consistent_final_clip=consistent_final_clip)
         for clip, images in self._clips(frames, num_frames, schedule, geometry, name):
             in_clip = [r for r in references if r.frame_index in clip.frames]

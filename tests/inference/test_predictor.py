@@ -189,3 +189,17 @@ def test_from_checkpoint_reads_the_config_beside_it(checkpoint, tmp_path):
     (tmp_path / "model.pth").write_bytes(checkpoint.read_bytes())
     with pytest.raises(ConfigError, match="config file not found"):
         VideoPredictor.from_checkpoint(tmp_path / "model.pth")
+
+
+def test_your_videos_shorter_than_a_clip_get_masks_by_default():
+    """VideoPredictor stitches the final clip consistently unless asked for the original's quirk (which leaves a
+    one-clip video empty: test_runner); the stub segments the grey square exactly (tests/inference/stubs.py)."""
+    from .stubs import StubTracker, make_video, square, square_mask
+
+    frames = make_video({40: [(2, 2)] * 3})
+    predictor = VideoPredictor.from_model(StubTracker(), Config(), device="cpu")
+    results = list(predictor.segment(frames, "vos", masks={0: square((2, 2)).astype(np.uint8)}, disable_resize=True))
+    assert [index for index, _ in results] == [0, 1, 2]
+    for _, result in results:
+        assert result.object_ids == [1]
+        np.testing.assert_array_equal(result.masks[0], square_mask((2, 2)))
