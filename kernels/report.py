@@ -35,9 +35,9 @@ class AOTSpec:
     """One compilable configuration of a kernel.
 
     signature maps every parameter, constexprs included, to a Triton type string ("*fp32", "i32",
-    "constexpr"); constexprs gives the constexpr values; options holds num_warps / num_stages; attrs gives
-    the specialisations Triton's launcher would add, as {(argument index,): [["tt.divisibility", 16]]} for
-    16-byte-aligned pointers, so that the compiled kernel is the one that runs.
+    "constexpr"); constexprs gives the constexpr values; options holds num_warps / num_stages. Every pointer
+    is compiled as 16-byte aligned, the specialisation Triton's launcher makes for the tensors our dispatchers
+    pass, so that the compiled kernel is the one that runs.
     """
 
     name: str
@@ -45,7 +45,11 @@ class AOTSpec:
     signature: dict[str, str]
     constexprs: dict[str, Any]
     options: dict[str, int] = field(default_factory=lambda: {"num_warps": 4, "num_stages": 2})
-    attrs: dict[tuple[int, ...], list[list[Any]]] = field(default_factory=dict)
+
+    def aligned_pointers(self) -> dict[tuple[int, ...], list[list[Any]]]:
+        """ASTSource attrs marking every pointer argument 16-byte aligned."""
+        return {(i,): [["tt.divisibility", 16]] for i, name in enumerate(self.kernel.arg_names)
+                if self.signature[name].startswith("*")}
 
 
 @dataclass
@@ -75,7 +79,7 @@ def compile_spec(spec: AOTSpec, arch: int) -> AOTResult:
     import triton
     from triton.backends.compiler import GPUTarget
 
-    source = triton.compiler.ASTSource(fn=spec.kernel, signature=spec.signature, constexprs=spec.constexprs, attrs=spec.attrs)
+    source = triton.compiler.ASTSource(fn=spec.kernel, signature=spec.signature, constexprs=spec.constexprs, attrs=spec.aligned_pointers())
     compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=dict(spec.options))
     with tempfile.TemporaryDirectory() as tmp:
         ptx = Path(tmp) / "kernel.ptx"

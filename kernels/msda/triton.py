@@ -260,8 +260,8 @@ def aot_specs() -> list[AOTSpec]:
     """Every configuration the dispatcher launches on a GPU: kernel x (value dtype, locations-and-weights
     dtype) x D, one block size each.
 
-    Pointers are marked 16-byte aligned, as the dispatcher guarantees (`_aligned`) and Triton's launcher
-    then specialises; integer arguments are not specialised (`do_not_specialize`).
+    The report compiles pointers as 16-byte aligned, as the dispatcher guarantees (`_aligned`) and Triton's
+    launcher then specialises; integer arguments are not specialised (`do_not_specialize`).
     """
     from .op import sampling_dtypes  # the op's input contract: which dtype pairs reach the kernels
 
@@ -282,10 +282,9 @@ def aot_specs() -> list[AOTSpec]:
                         else types.get(p, "*" + _TRITON_TYPE[dtype])
                         for p in params
                     }
-                    aligned = {(i,): [["tt.divisibility", 16]] for i, p in enumerate(params) if p.endswith("_ptr")}
                     specs.append(AOTSpec(
                         name=f"msda_{name}_{dtypes_name}_D{d}_rows{constexprs['BLOCK_ROWS']}",
-                        kernel=kernel, signature=signature, constexprs=constexprs, attrs=aligned,
+                        kernel=kernel, signature=signature, constexprs=constexprs,
                         options={"num_warps": NUM_WARPS, "num_stages": NUM_STAGES},
                     ))
     return specs
