@@ -95,7 +95,6 @@ def open_frames(source: FrameInput) -> FrameStream:
                                [p.stem for p in images], str(path))
         capture = cv2.VideoCapture(str(path))
         opened = capture.isOpened()
-        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if opened else 0
         fps = float(capture.get(cv2.CAP_PROP_FPS)) if opened else 0.0
         capture.release()
         if not opened:

@@ -196,7 +196,7 @@ def synthetic_vis(folder: Path, seed: int, *, ovis: bool) -> tuple[Path, Path]:
             h, w = int(rng.integers(h_lo, h_hi + 1)), int(rng.integers(w_lo, w_hi + 1))
             y0, x0 = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
             masks = []
-            for t in range(length):
+            for _ in range(length):
                 drift = int(rng.integers(-4, 5))
                 if rng.random() < 0.15:
                     masks.append(None)

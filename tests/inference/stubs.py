@@ -120,7 +120,7 @@ class StubTracker(nn.Module):
         return TarvisOutput(task, [InstancePrediction(mask_logits[None], class_logits[None], semantic[None])])
 
     def _objects(self, grey: Tensor, frames: list[int], objects: ObjectReferences) -> TarvisOutput:
-        levels, call = [], Call(frames, [], [], [], [])
+        call = Call(frames, [], [], [], [])
         if objects.masks is not None:
             call.mask_frames = [frames[t] for t in objects.mask_frames.tolist()]
             for masks in objects.masks[0]:  # (T_ref, 64, 64)
