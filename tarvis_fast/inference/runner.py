@@ -384,6 +384,11 @@ def clip_objects(clip: Clip, propagation: Propagation, references: Sequence[Obje
     clip's frames (module docstring); None when there is no object to segment."""
     survivors = propagation.object_ids
     mask_refs = [r for r in references if r.mask is not None]
+    # A point on an overlap frame comes back in the next clip, where its object has survived as a mask object: it
+    # is not used again. Deliberately unlike the original, which adds the object once more as a point object and
+    # so runs a second query group for it; its two rows share the id, and the point row's masks replace the mask
+    # row's wherever the point row wins a pixel in a frame (and in propagation unless it is empty on every
+    # overlap frame). The parity test's network answers both groups alike, so there the outputs agree.
     point_refs = [r for r in references if r.mask is None and r.object_id not in survivors]
     mask_ids = list(dict.fromkeys([*survivors, *(r.object_id for r in mask_refs)]))
     point_ids = list(dict.fromkeys(r.object_id for r in point_refs if r.object_id not in mask_ids))

@@ -138,6 +138,10 @@ OVIS_SCENE = InstanceScene(
 KITTI_STEP_SCENE = InstanceScene(
     "kitti_step", "KITTI_STEP", Video(20, (40, 100), None, 6, 3), num_classes=19, num_queries=12,
     object_classes=(11, 13, 13, 11, 13, 2, 8, 13), seed=13, unsure_clips=(9,))
+# Cityscapes-VPS keeps 6 annotated frames per sequence: a single clip.
+CITYSCAPES_VPS_SCENE = InstanceScene(
+    "cityscapes_vps", "CITYSCAPES_VPS", Video(6, (36, 72), None, 10, 5), num_classes=19, num_queries=12,
+    object_classes=(11, 12, 13, 14, 18, 13, 5), seed=15)
 VIPSEG_SCENE = InstanceScene(
     "vipseg", "VIPSEG", Video(26, (45, 80), 40, 12, 6), num_classes=124, num_queries=14,
     object_classes=(2, 4, 61, 61, 123, 0, 30, 8), seed=14)
@@ -171,8 +175,11 @@ BURST_SCENE = ObjectScene(
      TrackedObject(21, (4, 6), (0, 30), 19)),
     points=True, seed=23)
 
-INSTANCE_SCENES = {s.name: s for s in (YTVIS_SCENE, OVIS_SCENE, KITTI_STEP_SCENE, VIPSEG_SCENE)}
-OBJECT_SCENES = {s.name: s for s in (DAVIS_SCENE, DAVIS_RESTART_SCENE, BURST_SCENE)}
+# A video that fits in one clip: the original's final-clip stitching leaves it without masks.
+BURST_ONE_CLIP_SCENE = ObjectScene(
+    "burst_one_clip", Video(6, (30, 40), 32, 8, 4),
+    (TrackedObject(1, (1, 1), (0, 6), 0), TrackedObject(2, (3, 5), (0, 6), 2)),
+    points=True, seed=24)
 
 
 # ============================================================================================== the synthetic network
@@ -367,7 +374,7 @@ def test_vis_results_match_the_original(scene: InstanceScene, tracks_per_video: 
                 np.testing.assert_array_equal(decode_rle(rle), masks[k, t], err_msg=f"entry {k}, frame {t}")
 
 
-@pytest.mark.parametrize("scene", [KITTI_STEP_SCENE, VIPSEG_SCENE], ids=lambda s: s.name)
+@pytest.mark.parametrize("scene", [KITTI_STEP_SCENE, CITYSCAPES_VPS_SCENE, VIPSEG_SCENE], ids=lambda s: s.name)
 def test_vps_maps_match_the_original(scene: InstanceScene, original: dict[str, np.ndarray]) -> None:
     # Track ids are the accumulator's own; they agree with the original's (same numbering), so no renumbering is
     # needed here. (Our KITTI-STEP writer then renumbers them densely per video, which the metric does not see.)
@@ -392,9 +399,11 @@ def test_davis_id_maps_match_the_original(scene: ObjectScene, original: dict[str
                                       err_msg=f"object ids, frame {frame.frame_index}")
 
 
-def test_burst_masks_match_the_original(original: dict[str, np.ndarray]) -> None:
-    scene = BURST_SCENE
-    frames: list[VosFrame] = run_ours(scene, VosTask(object_references(scene), consistent_final_clip=False))
+def _burst_frames(scene: ObjectScene) -> list[VosFrame]:
+    return run_ours(scene, VosTask(object_references(scene), consistent_final_clip=False))
+
+
+def _check_burst_masks(scene: ObjectScene, frames: list[VosFrame], original: dict[str, np.ndarray]) -> None:
     ids = original[f"{scene.name}.object_ids"].tolist()
     masks = _masks(original, f"{scene.name}.masks", (len(ids), scene.video.num_frames, *scene.video.size))
     assert [f.frame_index for f in frames] == list(range(scene.video.num_frames))
@@ -406,3 +415,15 @@ def test_burst_masks_match_the_original(original: dict[str, np.ndarray]) -> None
         for object_id in ours:
             np.testing.assert_array_equal(frame.masks[object_id], masks[ids.index(object_id), t],
                                           err_msg=f"object {object_id}, frame {t}")
+
+
+def test_burst_masks_match_the_original(original: dict[str, np.ndarray]) -> None:
+    _check_burst_masks(BURST_SCENE, _burst_frames(BURST_SCENE), original)
+
+
+def test_a_video_in_one_clip_gets_no_masks_like_the_original(original: dict[str, np.ndarray]) -> None:
+    scene = BURST_ONE_CLIP_SCENE
+    assert not original[f"{scene.name}.masks"].any()
+    with pytest.warns(UserWarning, match="fits in one clip"):
+        frames = _burst_frames(scene)
+    _check_burst_masks(scene, frames, original)
