@@ -406,7 +406,9 @@ class ObjectEncoder(nn.Module):
         """
         b, c, _, h, w = mask_features.shape
         with torch.no_grad():
-            volume = mask_features[:, :, mask_frames].float()  # (B, C, T_ref, h, w)
+            # At least float32: the mean runs over up to 16k points (float64 stays float64).
+            volume = mask_features[:, :, mask_frames]  # (B, C, T_ref, h, w)
+            volume = volume.to(torch.promote_types(volume.dtype, torch.float32))
             t_ref = volume.shape[2]
             # One table row per feature-volume cell, and a last, zero row for the point of an empty set.
             feature_table = torch.cat([volume.permute(0, 2, 3, 4, 1).reshape(-1, c), volume.new_zeros(1, c)])
