@@ -176,7 +176,8 @@ def suppress_before_reference(logits: Tensor, object_ids: Sequence[int], referen
     """Objects first given inside a clip have no mask before that frame (SPEC §6.3).
 
     logits: (N, T, h, w), rows in `object_ids` order; reference_frames: object id -> video frame of its reference
-    in this clip. Returns a copy with the frames before each reference set to -1e3.
+    in this clip. Returns a copy with the frames before each reference set to -1e3, in every row of that id (as
+    the original, whose reference frames are per id).
     """
     out = logits.clone()
     for row, object_id in enumerate(object_ids):
@@ -195,7 +196,7 @@ class Propagation:
     """
 
     frames: range              # the overlap frames: the next clip's first frames
-    object_ids: list[int]      # surviving objects, in the previous clip's order
+    object_ids: list[int]      # surviving objects, distinct, in the order of their first surviving row
     masks: Tensor              # (len(object_ids), len(frames), Hp, Wp) bool at the padded input size
     lost_ids: list[int]        # empty in every overlap frame and given no new reference: never tracked again
 
@@ -206,24 +207,33 @@ def propagate_objects(overlap_logits: Tensor, object_ids: Sequence[int], referen
     """Previous-clip logits on the overlap frames -> reference masks for the next clip (SPEC §6.3).
 
     overlap_logits: (N, To, Hp/4, Wp/4), rows in `object_ids` order. Masks are the x4 bilinear upsample
-    thresholded at 0, at the padded input size (no crop, no resize: they go back into the network). An object
-    whose masks are empty on every overlap frame is dropped; it is lost unless `reference_ids` gives it anew.
+    thresholded at 0, at the padded input size (no crop, no resize: they go back into the network), row by row
+    (no argmax across rows). A row whose masks are empty on every overlap frame is dropped; an object with no row
+    left is lost unless `reference_ids` gives it anew.
+
+    Rows may share an id (a PET object given again by its point, see `VosAccumulator`). As the original fills
+    its per-object dict row by row, the object then carries the masks of its *last* surviving row, and takes its
+    place in `object_ids` at its *first* surviving row.
     """
-    num_objects, num_frames = overlap_logits.shape[:2]
-    if num_objects != len(object_ids) or num_frames != len(frames):
+    num_rows, num_frames = overlap_logits.shape[:2]
+    if num_rows != len(object_ids) or num_frames != len(frames):
         raise ValueError(f"overlap_logits {tuple(overlap_logits.shape)} do not match {len(object_ids)} objects "
                          f"and {len(frames)} overlap frames")
     per_chunk = max(1, geometry.channels_per_chunk(max_elements) // max(num_frames, 1))
-    masks = torch.zeros(num_objects, num_frames, *geometry.padded, dtype=torch.bool, device=overlap_logits.device)
-    for i in range(0, num_objects, per_chunk):
+    masks = torch.zeros(num_rows, num_frames, *geometry.padded, dtype=torch.bool, device=overlap_logits.device)
+    for i in range(0, num_rows, per_chunk):
         masks[i:i + per_chunk] = geometry.logits_to_padded(overlap_logits[i:i + per_chunk]) > 0
     alive = masks.flatten(1).any(1).tolist()
+    carried_row: dict[int, int] = {}  # object id -> row whose masks it carries; insertion order = object order
+    for row, (object_id, row_alive) in enumerate(zip(object_ids, alive)):
+        if row_alive:
+            carried_row[object_id] = row
     new_references = set(reference_ids)
     return Propagation(
         frames=frames,
-        object_ids=[o for o, a in zip(object_ids, alive) if a],
-        masks=masks[torch.tensor(alive, dtype=torch.bool, device=masks.device)],
-        lost_ids=[o for o, a in zip(object_ids, alive) if not a and o not in new_references],
+        object_ids=list(carried_row),
+        masks=masks[list(carried_row.values())],
+        lost_ids=list(dict.fromkeys(o for o in object_ids if o not in carried_row and o not in new_references)),
     )
 
 
@@ -537,7 +547,7 @@ class ObjectClip:
     """One VOS/PET clip as the accumulator needs it: the network's output and which object each row is."""
 
     prediction: ObjectPrediction
-    object_ids: Sequence[int]                       # one per row of object_logits: survivors first, then new ones
+    object_ids: Sequence[int]   # one per row of object_logits: survivors first, then new ones; may repeat (below)
     reference_frames: Mapping[int, int] = field(default_factory=dict)  # object id -> frame of its reference here
 
 
@@ -547,7 +557,7 @@ class _PendingFrame:
 
     frame_index: int
     id_map: np.ndarray      # (H, W) int32 object ids, 0 for none
-    order: list[int]        # ids present in id_map, in the earlier clip's object order
+    order: list[int]        # ids present in id_map, in the order the earlier clip wrote them
 
 
 class VosAccumulator:
@@ -560,6 +570,13 @@ class VosAccumulator:
     - quirk: the final clip leaves its overlap frames to the previous clip and labels its other frames with the
       *previous* clip's object ids, row by row (a video with a single clip thus gets no masks at all).
       `consistent_final_clip=True` stitches the final clip like every other one, with its own ids.
+
+    Rows of a clip may share an id: the original gives a PET object whose point lies on an overlap frame a second,
+    point query group beside its mask group (`runner.VosTask.reuse_points_on_overlap`). Its accumulator writes
+    each row's pixels into a per-frame dict keyed by id, in row order, skipping rows that win no pixel: so in
+    each frame the object's mask is the pixels of its *last* row that wins any (the other rows' pixels are left
+    to no object), and it takes its place in the frame's order at its *first* such row. `propagate()` likewise
+    carries the last surviving row's masks (`propagate_objects`).
 
     Between clips the runner calls `propagate()` to learn which objects survive and their reference masks for the
     next clip; when no object survives and none is new it calls `skip_clip()` instead of running the network.
@@ -628,8 +645,8 @@ class VosAccumulator:
             for pending in self._pending:
                 done += self._emit(pending.frame_index, _masks_by_id(pending.id_map, pending.order))
             start = len(self._pending)
-            for t, id_map in self._render(self._held.logits[:, start:], self._final_labels):
-                done += self._emit(self._held.frames[start + t], _masks_by_id(id_map, self._final_labels))
+            for t, id_map, order in self._render(self._held.logits[:, start:], self._final_labels):
+                done += self._emit(self._held.frames[start + t], _masks_by_id(id_map, order))
         self._held, self._pending = None, []
         done += self._emit_empty_until(self.num_frames)
         return iter(done)
@@ -652,8 +669,8 @@ class VosAccumulator:
         if logits.shape[1] != len(ids) or not ids:
             raise ValueError(f"object_logits have {logits.shape[1]} objects but object_ids lists {len(ids)}; a clip "
                              "with no objects goes to skip_clip()")
-        if len(set(ids)) != len(ids) or any(not isinstance(i, numbers.Integral) or i < 1 for i in ids):
-            raise ValueError(f"object_ids must be distinct positive ints (0 is background), got {ids}")
+        if any(not isinstance(i, numbers.Integral) or i < 1 for i in ids):
+            raise ValueError(f"object_ids must be positive ints (0 is background), got {ids}")
         ids = [int(i) for i in ids]
         for object_id, frame in objects.reference_frames.items():
             if object_id not in ids or frame not in clip.frames:
@@ -661,13 +678,21 @@ class VosAccumulator:
                                  f"{clip.index} or not one of its frames {clip.start}..{clip.stop - 1}")
         return suppress_before_reference(logits[0].float(), ids, objects.reference_frames, clip.start), ids
 
-    def _render(self, logits: Tensor, labels: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
-        """(N, T, h, w) logits -> per frame (t, (H, W) int32 id map): row i's pixels get labels[i] (0 when there
-        is no such label, as rows past the end of the quirk's previous-clip id list)."""
+    def _render(self, logits: Tensor, labels: Sequence[int]) -> Iterator[tuple[int, np.ndarray, list[int]]]:
+        """(N, T, h, w) logits -> per frame (t, (H, W) int32 id map, ids in the map in write order).
+
+        Each pixel goes to its argmax row if that row's logit is > 0, and row i's pixels are labelled labels[i]
+        (rows past the end of `labels`, as in the quirk's previous-clip id list, label nothing). Where rows share
+        a label, only the last one that wins any pixel keeps it (the class docstring)."""
         num_rows = logits.shape[0]
-        lookup = torch.tensor((list(labels) + [0] * num_rows)[:num_rows], dtype=torch.int32, device=logits.device)
-        for t, best, row in argmax_at_original(logits, self.geometry, self.max_elements):
-            yield t, torch.where(best > 0, lookup[row], 0).cpu().numpy()
+        row_labels = (list(labels) + [0] * num_rows)[:num_rows]
+        for t, best, best_row in argmax_at_original(logits, self.geometry, self.max_elements):
+            winner = torch.where(best > 0, best_row + 1, 0)  # (H, W) 1-based row of each pixel, 0: background
+            labelled = [r - 1 for r in torch.unique(winner).tolist() if r > 0 and row_labels[r - 1]]  # ascending
+            last_row = {row_labels[r]: r for r in labelled}
+            lookup = [0] + [label if last_row.get(label) == r else 0 for r, label in enumerate(row_labels)]
+            id_map = torch.tensor(lookup, dtype=torch.int32, device=winner.device)[winner]
+            yield t, id_map.cpu().numpy(), list(dict.fromkeys(row_labels[r] for r in labelled))
 
     def _render_held(self, keep_pending: int) -> list[VosFrame]:
         """Write the held clip: its first frames over what its predecessor rendered there, the middle as is; its
@@ -677,14 +702,14 @@ class VosAccumulator:
             raise AssertionError("pending overlap frames do not start the held clip")  # internal invariant
         done: list[VosFrame] = []
         waiting: list[_PendingFrame] = []
-        for t, id_map in self._render(held.logits, held.ids):
+        for t, id_map, order in self._render(held.logits, held.ids):
             frame = held.frames[t]
             if t < len(pending):
-                done += self._emit(frame, _merge_later_clip(pending[t], id_map, held.ids))
+                done += self._emit(frame, _merge_later_clip(pending[t], id_map, order))
             elif t >= len(held.frames) - keep_pending:
-                waiting.append(_PendingFrame(frame, id_map, _present(id_map, held.ids)))
+                waiting.append(_PendingFrame(frame, id_map, order))
             else:
-                done += self._emit(frame, _masks_by_id(id_map, held.ids))
+                done += self._emit(frame, _masks_by_id(id_map, order))
         self._pending = waiting
         return done
 
@@ -700,22 +725,17 @@ class VosAccumulator:
         return done
 
 
-def _present(id_map: np.ndarray, order: Sequence[int]) -> list[int]:
-    """The ids of `order` that occur in the (H, W) id map, in that order."""
-    present = set(np.unique(id_map).tolist())
-    return [i for i in order if i in present]
-
-
 def _masks_by_id(id_map: np.ndarray, order: Sequence[int]) -> dict[int, np.ndarray]:
-    """(H, W) id map -> {id: (H, W) bool} for the ids of `order` present in the map, in that order."""
-    return {i: id_map == i for i in _present(id_map, order)}
+    """(H, W) id map -> {id: (H, W) bool} for the ids of `order` (those present in the map), in that order."""
+    return {i: id_map == i for i in order}
 
 
 def _merge_later_clip(earlier: _PendingFrame, later_map: np.ndarray, later_order: Sequence[int],
                       ) -> dict[int, np.ndarray]:
     """An overlap frame's masks, as the original's per-object writes leave them (SPEC §6.3): each object non-empty
     in the later clip takes the later mask, the others keep the earlier one. Order: the earlier clip's objects,
-    then objects new in the later clip (a dict keeps the position of a key that is rewritten)."""
+    then objects new in the later clip (a dict keeps the position of a key that is rewritten). `later_order`:
+    the ids present in `later_map`, in the order the later clip writes them."""
     later = _masks_by_id(later_map, later_order)
     merged = {i: later.get(i, earlier.id_map == i) for i in earlier.order}
     merged.update((i, m) for i, m in later.items() if i not in merged)

@@ -6,7 +6,8 @@
                  [--masks first.png | --masks 0:a.png,30:b.png] [--points "x,y;x,y" | --points points.json]
                  [--vocabulary youtube_vis|ovis|kitti_step|cityscapes_vps|vipseg]
     common:      [--amp] [--compile] [--device cuda:0] [--clip_length N] [--frame_overlap N] [--min_dim N]
-                 [--disable_resize] [--final_clip original|consistent] [--cfg.KEY VALUE ...]
+                 [--disable_resize] [--final_clip original|consistent] [--overlap_points original|once]
+                 [--cfg.KEY VALUE ...]
 
 The checkpoint's `config.yaml` (beside it) describes the network and each dataset's inference settings;
 `--cfg.datasets.DAVIS.inference.clip_length 8` and the like override it, and the flags of the original
@@ -95,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--final_clip", choices=("original", "consistent"),
                      help="VOS/PET: stitch the last clip as the original does (the default with --dataset, to "
                           "reproduce its numbers) or like every other clip (the default with --video)")
+    run.add_argument("--overlap_points", choices=("original", "once"),
+                     help="PET: a point on a frame two clips share is given to the second clip too, beside its "
+                          "object's propagated mask, as the original does (the default with --dataset), or used "
+                          "once (the default with --video)")
 
     bench = parser.add_argument_group("benchmarks (--dataset)")
     bench.add_argument("--split", help="e.g. val, testdev (DAVIS), test (BURST, VIPSeg)")
@@ -195,7 +200,8 @@ def run_benchmark(args: argparse.Namespace, cfg: Config) -> None:
         model = load_model(args.checkpoint, config=cfg, trusted=args.trust_checkpoint)
         runner = ClipRunner(model, device=args.device, amp=args.amp, compile=args.compile, progress=True)
         for seq in tqdm(todo, desc=benchmark.name, unit="video"):
-            task = _benchmark_task(benchmark, seq, inference, args.final_clip == "consistent")
+            task = _benchmark_task(benchmark, seq, inference, consistent_final_clip=args.final_clip == "consistent",
+                                   reuse_points_on_overlap=args.overlap_points != "once")
             frames = (read_image_rgb(path) for path in seq.frames)
             writer.write_sequence(seq, runner.run(frames, len(seq.frames), (seq.height, seq.width), task, settings,
                                                   name=seq.name))
@@ -207,10 +213,10 @@ def run_benchmark(args: argparse.Namespace, cfg: Config) -> None:
         _evaluate(benchmark, writer, args.output_dir)
 
 
-def _benchmark_task(benchmark: Benchmark, seq: SequenceInfo, inference: DatasetInferenceConfig,
-                    consistent_final_clip: bool) -> TaskSpec:
+def _benchmark_task(benchmark: Benchmark, seq: SequenceInfo, inference: DatasetInferenceConfig, *,
+                    consistent_final_clip: bool, reuse_points_on_overlap: bool) -> TaskSpec:
     if benchmark.task is Task.VOS:
-        return VosTask(seq.references, consistent_final_clip)
+        return VosTask(seq.references, consistent_final_clip, reuse_points_on_overlap)
     if benchmark.task is Task.VIS:
         return VisTask.from_config(benchmark.name, inference)
     return VpsTask.from_config(benchmark.name, benchmark.thing_classes, inference)
@@ -253,7 +259,8 @@ def run_video(args: argparse.Namespace, cfg: Config) -> None:
     predictor = VideoPredictor(model, cfg, device=args.device, amp=args.amp, compile=args.compile, progress=True)
     results = predictor.segment(args.video, args.task, masks=masks, points=points, vocabulary=args.vocabulary,
                                 clip_length=args.clip_length, frame_overlap=args.frame_overlap, min_dim=args.min_dim,
-                                disable_resize=args.disable_resize, consistent_final_clip=args.final_clip != "original")
+                                disable_resize=args.disable_resize, consistent_final_clip=args.final_clip != "original",
+                                reuse_points_on_overlap=args.overlap_points == "original")
     names = get_vocabulary(args.vocabulary).names if args.vocabulary else ()
     frames = itertools.chain([first], meta.frames)  # the overlay's frames, read in step with the results
     write_video_outputs(args.output_dir, results, frames, meta.names, meta.fps or DEFAULT_FPS,

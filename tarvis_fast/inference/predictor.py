@@ -122,7 +122,7 @@ class VideoPredictor:
                 points: Mapping[int, PointInput] | None = None, vocabulary: str | None = None,
                 clip_length: int | None = None, frame_overlap: int | None = None, min_dim: int | None = None,
                 disable_resize: bool = False, consistent_final_clip: bool = True,
-                ) -> Iterator[tuple[int, FrameResult]]:
+                reuse_points_on_overlap: bool = False) -> Iterator[tuple[int, FrameResult]]:
         """Segment a video; yields (frame index, FrameResult) for every frame, in order.
 
         task: "vos" (objects given by `masks`), "pet" (objects given by `points`), "vis" or "vps" (the classes of
@@ -133,6 +133,9 @@ class VideoPredictor:
         consistent_final_clip: stitch the video's last clip like the others (the default for your videos);
             False reproduces the original's stitching, which the benchmarks use and which, for one, leaves a video
             shorter than a clip without masks (a warning says so).
+        reuse_points_on_overlap: pet: a point on a frame that two clips share is used in the first clip only (the
+            default for your videos); True reproduces the original, which gives it to the second clip as well,
+            beside the object's propagated mask (`VosTask`).
         """
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -150,7 +153,7 @@ class VideoPredictor:
         spec: TaskSpec
         if task in ("vos", "pet"):
             references = _references(task, masks, points, num_frames, size)
-            spec = VosTask(references, consistent_final_clip)
+            spec = VosTask(references, consistent_final_clip, reuse_points_on_overlap)
         else:
             for name, value in (("masks", masks), ("points", points)):
                 if value:

@@ -19,7 +19,9 @@ VOS/PET, per clip, as the original's `TarvisInferenceModel` (SPEC §6.3):
   reference on an overlap frame is given to both clips);
 - the previous clip's surviving objects become *mask* objects (PET point objects too, quirk 7) with their
   propagated masks on the overlap frames; a ground-truth mask replaces the propagated one on its own frame;
-- new objects follow the survivors: mask references, then point references (the model's object order);
+- new objects follow the survivors: mask references, then point references, each in frame order (the model's
+  object order); by default (`VosTask.reuse_points_on_overlap`) a point also makes a point object for a
+  survivor, as the original;
 - the object encoder's reference frames are the overlap frames and every reference frame of the clip;
 - a clip with no object left and none new is skipped (`VosAccumulator.skip_clip`), and tracking restarts at the
   next reference, as the original's `AllObjectsLostException` path.
@@ -130,11 +132,17 @@ class VosTask:
 
     A reference with a mask makes a mask object (its point, if any, is not used); one with only a point a point
     object. An object may have references on several frames: a later one re-anchors it with that frame's mask.
+
+    The defaults reproduce the original, for benchmark numbers; `VideoPredictor` turns both off for users' videos.
     `consistent_final_clip`: see `VosAccumulator` (False reproduces the original's final-clip quirk).
+    `reuse_points_on_overlap`: a point on an overlap frame is given to both clips, and in the second its object
+    has survived as a mask object. True does as the original: the object gets a point query group there as well
+    (two rows with its id, stitched as `VosAccumulator` describes); False uses each point in one clip only.
     """
 
     references: Sequence[ObjectReference]
     consistent_final_clip: bool = False
+    reuse_points_on_overlap: bool = True
 
 
 TaskSpec = VisTask | VpsTask | VosTask
@@ -239,8 +247,7 @@ class ClipRunner:
         if isinstance(task, VosTask):
             references = list(task.references)  # may be lazy (decoded on iteration): read once
             check_references(references, num_frames, geometry.original, name)
-            results = self._run_vos(frames, num_frames, geometry, references, task.consistent_final_clip, settings,
-                                    name)
+            results = self._run_vos(frames, num_frames, geometry, references, task, settings, name)
         elif isinstance(task, (VisTask, VpsTask)):
             results = self._run_classes(frames, num_frames, geometry, task, settings, name)
         else:
@@ -279,19 +286,23 @@ class ClipRunner:
 
     @torch.inference_mode()
     def _run_vos(self, frames: Iterable[np.ndarray], num_frames: int, geometry: FrameGeometry,
-                 references: list[ObjectReference], consistent_final_clip: bool, settings: ClipSettings,
+                 references: list[ObjectReference], task: VosTask, settings: ClipSettings,
                  name: str) -> Iterator[VosFrame]:
+        """`references`: `task.references`, read once and checked."""
         schedule = clip_schedule(num_frames, settings.clip_length, settings.frame_overlap,
                                  first_frame=min(r.frame_index for r in references))
-        if len(schedule) == 1 and not consistent_final_clip:
+        if len(schedule) == 1 and not task.consistent_final_clip:
             warnings.warn(f"{name}: the video fits in one clip, and the original's final-clip stitching (the "
                           "default) leaves such a video without masks; pass consistent_final_clip=True "
                           "(--final_clip consistent) to segment it", stacklevel=2)
-        accumulator = VosAccumulator(num_frames, geometry, consistent_final_clip=consistent_final_clip)
+        accumulator = VosAccumulator(num_frames, geometry, consistent_final_clip=task.consistent_final_clip)
         for clip, images in self._clips(frames, num_frames, schedule, geometry, name):
-            in_clip = [r for r in references if r.frame_index in clip.frames]
+            # Frame by frame, as the original's loader lists a clip's references: the order of new objects, which
+            # the final-clip quirk's labels and the order of shared-id rows depend on.
+            in_clip = sorted((r for r in references if r.frame_index in clip.frames), key=lambda r: r.frame_index)
             propagation = accumulator.propagate(clip, [r.object_id for r in in_clip])
-            objects = clip_objects(clip, propagation, in_clip, geometry, self.device)
+            objects = clip_objects(clip, propagation, in_clip, geometry, self.device,
+                                   reuse_points_on_overlap=task.reuse_points_on_overlap)
             if objects is None:
                 yield from accumulator.skip_clip(clip)
                 continue
@@ -374,24 +385,33 @@ class ClipObjects:
     """The objects of one VOS/PET clip: what the network takes and what the accumulator needs."""
 
     references: ObjectReferences    # for the model: mask objects, then point objects
-    object_ids: list[int]           # one per object, in the model's order
+    object_ids: list[int]           # one per object, in the model's order; an id may be both a mask and a point
     reference_frames: dict[int, int]  # object id -> video frame of its reference in this clip
 
 
 def clip_objects(clip: Clip, propagation: Propagation, references: Sequence[ObjectReference],
-                 geometry: FrameGeometry, device: torch.device) -> ClipObjects | None:
+                 geometry: FrameGeometry, device: torch.device, *, reuse_points_on_overlap: bool,
+                 ) -> ClipObjects | None:
     """Build one clip's objects (on `device`) from the survivors of the previous clip and the references on the
     clip's frames (module docstring); None when there is no object to segment."""
     survivors = propagation.object_ids
     mask_refs = [r for r in references if r.mask is not None]
-    # A point on an overlap frame comes back in the next clip, where its object has survived as a mask object: it
-    # is not used again. Deliberately unlike the original, which adds the object once more as a point object and
-    # so runs a second query group for it; its two rows share the id, and the point row's masks replace the mask
-    # row's wherever the point row wins a pixel in a frame (and in propagation unless it is empty on every
-    # overlap frame). The parity test's network answers both groups alike, so there the outputs agree.
-    point_refs = [r for r in references if r.mask is None and r.object_id not in survivors]
     mask_ids = list(dict.fromkeys([*survivors, *(r.object_id for r in mask_refs)]))
-    point_ids = list(dict.fromkeys(r.object_id for r in point_refs if r.object_id not in mask_ids))
+    # A point on an overlap frame comes back in the next clip, where its object has (usually) survived as a mask
+    # object. Quirk: the original (TarvisInferenceModel.initialize_vos_queries) makes a point object of every
+    # point of the clip, survivor or not, so such an object gets a second query group. Its two rows share the id;
+    # in a frame where the point row wins any pixel, the object's mask is the point row's pixels alone, and the
+    # point row's masks are what propagates unless it is empty on every overlap frame (see VosAccumulator).
+    # reuse_points_on_overlap=False uses a point only where its object is not a survivor. Either way an object
+    # given a mask in this clip gets no point object, and one given several points gets one, from the first
+    # (the benchmarks give one point per object).
+    mask_ref_ids = {r.object_id for r in mask_refs}
+    first_points: dict[int, ObjectReference] = {}  # object id -> its point reference, in the model's order
+    for ref in references:
+        if ref.mask is None and ref.object_id not in mask_ref_ids and (
+                reuse_points_on_overlap or ref.object_id not in survivors):
+            first_points.setdefault(ref.object_id, ref)
+    point_ids = list(first_points)
     if not mask_ids and not point_ids:
         return None
     frames = sorted({*propagation.frames, *(r.frame_index for r in references)})
@@ -411,10 +431,7 @@ def clip_objects(clip: Clip, propagation: Propagation, references: Sequence[Obje
     points = point_frames = None
     if point_ids:
         height, width = geometry.original
-        first_point = {}
-        for ref in point_refs:
-            first_point.setdefault(ref.object_id, ref)
-        chosen = [first_point[i] for i in point_ids]
+        chosen = list(first_points.values())
         # The original's normalisation: pixel centres, relative to the frame (SPEC §6.3).
         points = torch.tensor([[((r.point[0] + 0.5) / height, (r.point[1] + 0.5) / width) for r in chosen]],
                               dtype=torch.float32, device=device).clamp(0, 1)

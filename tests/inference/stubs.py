@@ -9,7 +9,9 @@ checked in test_clips.py), which `square_mask` gives.
 
 For VOS/PET it identifies each object by the grey level under its reference masks (which must be one level: a
 mask off its square fails the test) or at its point, so the runner's propagation, new references and lost
-objects are all visible in its answers and in what it records of each call.
+objects are all visible in its answers and in what it records of each call. With `point_block`, an object given
+by a point is answered with only the top-left `point_block` x `point_block` cells of its square, at +-POINT_LEVEL:
+a point query group that answers unlike the object's mask group, and outbids it on every pixel of that block.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ PADDED = 64
 CELL = 4            # logit stride
 SIDE = 3            # square side in cells
 LEVEL = 10.0
+POINT_LEVEL = 1000.0  # point answers with `point_block`: their smallest positive upsampled value is ~94 > LEVEL
 PAD_VALUE = 128     # the model's image padding, not a grey of any square
 
 Cell = tuple[int, int] | None   # top-left (row, column) of a square in cells, None where it is not in the frame
@@ -49,21 +52,22 @@ def make_video(squares: Mapping[int, Sequence[Cell]]) -> list[np.ndarray]:
     return frames
 
 
-def square(cell: Cell) -> np.ndarray:
-    """(H, W) bool: the square itself (a reference mask)."""
+def square(cell: Cell, side: int = SIDE) -> np.ndarray:
+    """(H, W) bool: the square itself (a reference mask), or its top-left `side` x `side` cells."""
     mask = np.zeros((HEIGHT, WIDTH), bool)
     if cell is not None:
         r, c = cell
-        mask[CELL * r:CELL * (r + SIDE), CELL * c:CELL * (c + SIDE)] = True
+        mask[CELL * r:CELL * (r + side), CELL * c:CELL * (c + side)] = True
     return mask
 
 
-def square_mask(cell: Cell) -> np.ndarray:
-    """(H, W) bool: what the stub's logits for a square become at the video's resolution."""
-    mask = square(cell)
+def square_mask(cell: Cell, side: int = SIDE) -> np.ndarray:
+    """(H, W) bool: what the stub's logits for a square (or its top-left `side` x `side` cells) become at the
+    video's resolution."""
+    mask = square(cell, side)
     if cell is not None:
         r, c = cell
-        rows, cols = (CELL * r, CELL * (r + SIDE) - 1), (CELL * c, CELL * (c + SIDE) - 1)
+        rows, cols = (CELL * r, CELL * (r + side) - 1), (CELL * c, CELL * (c + side) - 1)
         for y in rows:
             for x in cols:
                 mask[y, x] = False
@@ -88,15 +92,16 @@ class Call:
 
 
 class StubTracker(nn.Module):
-    """VOS/PET: one logit map per object, found by grey level. VIS/VPS: `queries` lists (grey level, class
-    index, confidence) triples, one instance query each, whose class logits are +confidence at 1 + class index
-    and -confidence elsewhere; `stuff` maps a grey level to the semantic class its pixels take (VPS; class 0
-    elsewhere)."""
+    """VOS/PET: one logit map per object, found by grey level (point objects: see `point_block` in the module
+    docstring). VIS/VPS: `queries` lists (grey level, class index, confidence) triples, one instance query each,
+    whose class logits are +confidence at 1 + class index and -confidence elsewhere; `stuff` maps a grey level
+    to the semantic class its pixels take (VPS; class 0 elsewhere)."""
 
     def __init__(self, queries: Sequence[tuple[int, int, float]] = (), num_classes: int = 20,
-                 stuff: Mapping[int, int] | None = None) -> None:
+                 stuff: Mapping[int, int] | None = None, point_block: int | None = None) -> None:
         super().__init__()
         self.queries, self.num_classes, self.stuff = list(queries), num_classes, dict(stuff or {})
+        self.point_block = point_block
         self.calls: list[Call] = []
         self.eval()
 
@@ -133,11 +138,22 @@ class StubTracker(nn.Module):
                 row, col = round(y * HEIGHT - 0.5), round(x * WIDTH - 0.5)
                 call.point_objects.append(int(grey[t, row, col]))
         self.calls.append(call)
-        logits = torch.stack([self._segment(grey, level) for level in call.mask_objects + call.point_objects])
+        answers = [self._segment(grey, level) for level in call.mask_objects]
+        answers += [self._segment(grey, level, self.point_block) for level in call.point_objects]
+        logits = torch.stack(answers)
         return TarvisOutput(Task.VOS, [ObjectPrediction(logits[None], torch.zeros_like(logits[None, :1]))])
 
     @staticmethod
-    def _segment(grey: Tensor, level: int) -> Tensor:
-        """(T, 64, 64) grey frames -> (T, 16, 16): +L on cells of that grey level, -L elsewhere."""
-        cells = F.max_pool2d((grey == level).float()[:, None], CELL)[:, 0]
-        return torch.where(cells > 0, LEVEL, -LEVEL)
+    def _segment(grey: Tensor, level: int, block: int | None = None) -> Tensor:
+        """(T, 64, 64) grey frames -> (T, 16, 16): +L on cells of that grey level, -L elsewhere; with `block`,
+        +-POINT_LEVEL on the top-left block x block of those cells."""
+        cells = F.max_pool2d((grey == level).float()[:, None], CELL)[:, 0] > 0
+        if block is None:
+            return torch.where(cells, LEVEL, -LEVEL)
+        kept = torch.zeros_like(cells)
+        for t, frame_cells in enumerate(cells):
+            rows, cols = frame_cells.nonzero(as_tuple=True)
+            if rows.numel():
+                r0, c0 = int(rows.min()), int(cols.min())
+                kept[t, r0:r0 + block, c0:c0 + block] = frame_cells[r0:r0 + block, c0:c0 + block]
+        return torch.where(kept, POINT_LEVEL, -POINT_LEVEL)

@@ -203,3 +203,22 @@ def test_your_videos_shorter_than_a_clip_get_masks_by_default():
     for _, result in results:
         assert result.object_ids == [1]
         np.testing.assert_array_equal(result.masks[0], square_mask((2, 2)))
+
+
+@pytest.mark.parametrize("reuse", [False, True], ids=["default", "reuse_points_on_overlap"])
+def test_your_videos_use_a_point_on_an_overlap_frame_once_by_default(reuse):
+    """Object 3's point on frame 3 lies in clips 0-3 and 2-5, where it has survived as a mask object. By default
+    the point is not given again; reuse_points_on_overlap=True gives it again, as the original (test_runner).
+    The stub answers a point object with the top-left 2x2 cells of its square, a mask object with the square,
+    and the point object outbids the mask object: on frames 3-5 object 3 is the block only when reused."""
+    from .stubs import StubTracker, centre, make_video, square_mask
+
+    squares = {40: [(1, 1)] * 6, 160: [(6, 10)] * 6}
+    predictor = VideoPredictor.from_model(StubTracker(point_block=2), Config(), device="cpu")
+    points = {1: (0, centre((1, 1))[::-1]), 3: (3, centre((6, 10))[::-1])}  # (frame, (x, y))
+    results = list(predictor.segment(make_video(squares), "pet", points=points, clip_length=4, frame_overlap=2,
+                                     disable_resize=True, reuse_points_on_overlap=reuse))
+    assert [result.object_ids for _, result in results] == [[1]] * 3 + [[1, 3]] * 3
+    for t, result in results[3:]:
+        np.testing.assert_array_equal(result.masks[1], square_mask((6, 10), side=2 if reuse else 3),
+                                      err_msg=f"frame {t}")

@@ -35,14 +35,19 @@ def run_vos(squares, references, settings=CLIPS_4_2, consistent=True):
 
 def check_masks(results: list[VosFrame], expected: dict[int, list]) -> None:
     """expected: object id -> its square's cell per frame (None: no mask in that frame)."""
+    check_mask_arrays(results, {i: [None if cell is None else square_mask(cell) for cell in cells]
+                                for i, cells in expected.items()})
+
+
+def check_mask_arrays(results: list[VosFrame], expected: dict[int, list]) -> None:
+    """expected: object id -> its (H, W) bool mask per frame (None: no mask in that frame)."""
     assert [r.frame_index for r in results] == list(range(len(results)))
     for frame in results:
         present = {i for i, mask in frame.masks.items() if mask.any()}
-        wanted = {i for i, cells in expected.items() if cells[frame.frame_index] is not None}
+        wanted = {i for i, masks in expected.items() if masks[frame.frame_index] is not None}
         assert present == wanted, f"frame {frame.frame_index}: objects {present}, expected {wanted}"
         for object_id in wanted:
-            np.testing.assert_array_equal(frame.masks[object_id],
-                                          square_mask(expected[object_id][frame.frame_index]),
+            np.testing.assert_array_equal(frame.masks[object_id], expected[object_id][frame.frame_index],
                                           err_msg=f"frame {frame.frame_index}, object {object_id}")
 
 
@@ -103,19 +108,41 @@ def test_vos_starts_at_the_first_reference_and_reads_every_frame_once():
     assert runner.stats.frames == 10 and runner.stats.clips == 2
 
 
-def test_pet_points_become_mask_objects_after_their_first_clip():
+@pytest.mark.parametrize("reuse", [True, False], ids=["reuse_points", "points_once"])
+def test_pet_points_become_mask_objects_after_their_first_clip(reuse):
     # 8 frames, clips 0-3, 2-5, 4-7. Objects 1, 2 are points on frame 0; object 3 a point on frame 3, which lies
-    # in clips 0-3 and 2-5: in 2-5 it is already a survivor, so it comes as a mask (its point is not used again)
-    # and, as in the original, its logits before its reference frame are still suppressed there.
+    # in clips 0-3 and 2-5. The stub answers a point object with only the top-left 2x2 cells of its square
+    # ("block") and a mask object with its square. Clip 0-3: all three are points (blocks; object 3 suppressed
+    # before frame 3). Clip 2-5: all three are survivors, so mask objects (squares); as in the original, object
+    # 3's logits before its reference frame are still suppressed there.
+    # - reuse (the original): object 3's point makes a point object in clip 2-5 as well; its point row wins the
+    #   block, so on frames 3-5 the object is the block, not its mask row's square. Frames 4, 5 are then replaced
+    #   by clip 4-7, whose mask object 3 (propagated from the point row's block) answers the square.
+    # - once: clip 2-5 has object 3 as a mask object only, and its square replaces the block on frame 3.
+    # The references are listed out of frame order; each clip takes them frame by frame, as the original.
     n = 8
     squares = {40: [(1, t + 1) for t in range(n)], 80: [(7, 2)] * n, 160: [(6, 10)] * n}
-    refs = [ObjectReference(1, 0, None, centre((1, 1))), ObjectReference(2, 0, None, centre((7, 2))),
-            ObjectReference(3, 3, None, centre((6, 10)))]
-    stub, results = run_vos(squares, refs)
-    check_masks(results, {1: squares[40], 2: squares[80], 3: [None] * 3 + squares[160][3:]})
+    refs = [ObjectReference(3, 3, None, centre((6, 10))), ObjectReference(1, 0, None, centre((1, 1))),
+            ObjectReference(2, 0, None, centre((7, 2)))]
+    frames = make_video(squares)
+    stub = StubTracker(point_block=2)
+    task = VosTask(refs, consistent_final_clip=True, reuse_points_on_overlap=reuse)
+    results = list(ClipRunner(stub, device="cpu").run(frames, n, (HEIGHT, WIDTH), task, CLIPS_4_2))
+
+    def block(grey, t):
+        return square_mask(squares[grey][t], side=2)
+
+    def whole(grey, t):
+        return square_mask(squares[grey][t])
+
+    object_3 = [block(160, 3) if reuse else whole(160, 3)] + [whole(160, t) for t in range(4, n)]
+    check_mask_arrays(results, {1: [block(40, 0), block(40, 1)] + [whole(40, t) for t in range(2, n)],
+                                2: [block(80, 0), block(80, 1)] + [whole(80, t) for t in range(2, n)],
+                                3: [None] * 3 + object_3})
     assert [(c.mask_objects, c.point_objects) for c in stub.calls] == [
-        ([], [40, 80, 160]), ([40, 80, 160], []), ([40, 80, 160], [])]
+        ([], [40, 80, 160]), ([40, 80, 160], [160] if reuse else []), ([40, 80, 160], [])]
     assert stub.calls[0].point_frames == [0, 0, 3]
+    assert stub.calls[1].point_frames == ([3] if reuse else [])
     assert [c.mask_frames for c in stub.calls[1:]] == [[2, 3], [4, 5]]
 
 
