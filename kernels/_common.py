@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from types import ModuleType
 from typing import Literal
 
 import torch
@@ -31,6 +33,36 @@ def resolve_backend(backend: str, device: torch.device, op: str) -> Literal["tri
             "set TRITON_INTERPRET=1 before importing tarvis_fast.kernels, or use backend='torch'"
         )
     return backend  # type: ignore[return-value]
+
+
+def choose_backend(backend: str, x: torch.Tensor, op: str,
+                   load_kernels: Callable[[], ModuleType]) -> Literal["triton", "torch"]:
+    """`resolve_backend`, plus the PyTorch path for "auto" where the Triton kernels cannot run: no triton
+    package, a head size `x.shape[-1]` not in the kernel module's HEAD_DIMS, or a dtype not in its DTYPES
+    (float64 also runs under the interpreter, for the tests). "triton" asked for explicitly raises instead.
+
+    load_kernels imports the op's Triton module with an import statement (which torch.compile can trace,
+    unlike importlib), so that the package imports without Triton."""
+    impl = resolve_backend(backend, x.device, op)
+    if impl != "triton":
+        return impl
+    try:
+        kernels = load_kernels()
+    except ImportError as exc:
+        if backend == "auto":
+            return "torch"
+        raise RuntimeError(f"{op}: backend='triton' needs the triton package ({exc})") from exc
+    dtypes = kernels.DTYPES
+    if x.device.type != "cuda" and triton_interpreted():
+        dtypes = (*dtypes, torch.float64)
+    if x.shape[-1] in kernels.HEAD_DIMS and x.dtype in dtypes:
+        return "triton"
+    if backend == "auto":
+        return "torch"
+    raise ValueError(
+        f"{op}: backend='triton' supports head sizes D in {kernels.HEAD_DIMS} and dtypes "
+        f"{[str(d) for d in dtypes]} on {x.device.type}, got D={x.shape[-1]}, {x.dtype}"
+    )
 
 
 def check_floating(op: str, **tensors: torch.Tensor) -> None:

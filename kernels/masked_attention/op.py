@@ -11,10 +11,12 @@ The PyTorch path is plain differentiable PyTorch.
 """
 from __future__ import annotations
 
+from types import ModuleType
+
 import torch
 from torch import Tensor
 
-from .._common import Backend, check_floating, resolve_backend, triton_interpreted
+from .._common import Backend, check_floating, choose_backend
 from .reference import masked_cross_attention_torch
 
 OP = "masked_cross_attention"
@@ -39,7 +41,7 @@ def masked_cross_attention(
         (B, H, Q, D) in q's dtype; softmax scale 1/sqrt(D).
     """
     _check_inputs(q, k, v, mask_logits)
-    if _choose_backend(backend, q) == "torch":
+    if choose_backend(backend, q, OP, _triton_kernels) == "torch":
         return masked_cross_attention_torch(q, k, v, mask_logits)
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     words, row_open = torch.ops.tarvis_fast.masked_attention_pack_mask(mask_logits.detach())
@@ -71,31 +73,6 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor, mask_logits: Tensor) -> None:
         )
     if mask_logits.device != q.device:
         raise ValueError(f"{OP}: mask_logits must be on q's device {q.device}, got {mask_logits.device}")
-
-
-def _choose_backend(backend: str, q: Tensor) -> str:
-    """resolve_backend, plus the PyTorch path for "auto" where the kernels cannot run (no triton package, or
-    a head size or dtype they are not built for; fp64 runs under the interpreter only, for the tests)."""
-    impl = resolve_backend(backend, q.device, OP)
-    if impl != "triton":
-        return impl
-    try:
-        from .triton import GPU_DTYPES, HEAD_DIMS
-    except ImportError as exc:
-        if backend == "auto":
-            return "torch"
-        raise RuntimeError(f"{OP}: backend='triton' needs the triton package ({exc})") from exc
-    dtypes = GPU_DTYPES
-    if q.device.type != "cuda" and triton_interpreted():
-        dtypes = (*GPU_DTYPES, torch.float64)
-    if q.shape[-1] in HEAD_DIMS and q.dtype in dtypes:
-        return "triton"
-    if backend == "auto":
-        return "torch"
-    raise ValueError(
-        f"{OP}: backend='triton' supports head sizes D in {HEAD_DIMS} and dtypes {[str(d) for d in dtypes]} "
-        f"on {q.device.type}, got D={q.shape[-1]}, {q.dtype}"
-    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -159,3 +136,9 @@ def _backward(ctx, grad_out: Tensor, _grad_lse: Tensor | None) -> tuple[Tensor, 
 
 
 _attention.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _triton_kernels() -> ModuleType:
+    from . import triton as kernels  # imported on first use: the package works without Triton
+
+    return kernels

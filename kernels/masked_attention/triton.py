@@ -36,7 +36,7 @@ from .._common import triton_interpreted
 from ..report import AOTSpec
 
 HEAD_DIMS: tuple[int, ...] = (32, 64)
-GPU_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32)
+DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32)
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)  # scores in log2 units: exp(x) = exp2(x * LOG2E)
 # Enough programs to fill the GPU a few times over, so that uneven ranges and tails even out.
 PROGRAMS_PER_SM = 4
@@ -466,7 +466,7 @@ def attention_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: T
 
 def aot_specs() -> list[AOTSpec]:
     """Every configuration the dispatcher launches on a GPU: the mask packer per logits dtype, and the four
-    attention kernels per head size in HEAD_DIMS and input dtype in GPU_DTYPES (int arguments as the launcher
+    attention kernels per head size in HEAD_DIMS and input dtype in DTYPES (int arguments as the launcher
     specialises them for values below 2**31)."""
     ptr = {torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.float32: "*fp32", torch.float64: "*fp64"}
 
@@ -483,7 +483,7 @@ def aot_specs() -> list[AOTSpec]:
     qkv_strides = ints("stride_qb", "stride_qh", "stride_qq", "stride_kb", "stride_kh", "stride_kk",
                        "stride_vb", "stride_vh", "stride_vk")
     do_strides = ints("stride_dob", "stride_doh", "stride_doq")
-    for head_dim, dtype in itertools.product(HEAD_DIMS, GPU_DTYPES):
+    for head_dim, dtype in itertools.product(HEAD_DIMS, DTYPES):
         config = kernel_config(head_dim, dtype)
         x = ptr[dtype]
         common = {"SM_SCALE": 1.0 / math.sqrt(head_dim), "HEAD_DIM": head_dim,

@@ -7,10 +7,12 @@ chunk by chunk instead of keeping (N, Lq, M, L, P, D) of them alive between forw
 """
 from __future__ import annotations
 
+from types import ModuleType
+
 import torch
 from torch import Tensor
 
-from .._common import Backend, check_floating, resolve_backend
+from .._common import Backend, check_floating, choose_backend
 from .reference import ms_deform_attn_torch, ms_deform_attn_torch_backward
 
 OP = "ms_deform_attn"
@@ -54,7 +56,7 @@ def ms_deform_attn(
     copy on CUDA, skipped while a CUDA graph is being captured).
     """
     _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-    impl = _choose_backend(backend, value)
+    impl = choose_backend(backend, value, OP, _triton_kernels)
     return torch.ops.tarvis_fast.ms_deform_attn(
         value, spatial_shapes, level_start_index, sampling_locations, attention_weights, impl
     )
@@ -121,26 +123,6 @@ def sampling_dtypes(value_dtype: torch.dtype) -> tuple[torch.dtype, ...]:
     if value_dtype in (torch.float16, torch.bfloat16):
         return (value_dtype, torch.float32)
     return (value_dtype,)
-
-
-def _choose_backend(backend: str, value: Tensor) -> str:
-    """resolve_backend, plus the PyTorch path for "auto" where the kernels cannot run (no triton package,
-    or a head size D they are not compiled for)."""
-    impl = resolve_backend(backend, value.device, OP)
-    if impl != "triton":
-        return impl
-    try:
-        from .triton import HEAD_DIMS
-    except ImportError as exc:
-        if backend == "auto":
-            return "torch"
-        raise RuntimeError(f"{OP}: backend='triton' needs the triton package ({exc})") from exc
-    head_dim = value.shape[-1]
-    if head_dim not in HEAD_DIMS:
-        if backend == "auto":
-            return "torch"
-        raise ValueError(f"{OP}: backend='triton' supports head sizes D in {HEAD_DIMS}, got D={head_dim}")
-    return impl
 
 
 def _level_shapes(spatial_shapes: Tensor, level_start_index: Tensor, num_tokens: int) -> list[tuple[int, int]]:
@@ -273,3 +255,9 @@ def _backward(ctx, grad_output: Tensor) -> tuple[Tensor | None, ...]:
 
 
 _forward_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _triton_kernels() -> ModuleType:
+    from . import triton as kernels  # imported on first use: the package works without Triton
+
+    return kernels
