@@ -141,6 +141,13 @@ def _open_keys(words_ptr, offs_q, k_start, Q, K, NW, row_opened,
 
 
 @triton.jit
+def _load_rows(ptr, base, offs, row_stride, offs_d, valid, DTYPE: tl.constexpr):
+    """A (rows, HEAD_DIM) tile of one (batch, head): rows `offs` of a tensor whose head dim is contiguous,
+    zero where not `valid`, cast to DTYPE."""
+    return tl.load(ptr + base + offs[:, None] * row_stride + offs_d[None, :], mask=valid[:, None], other=0.0).to(DTYPE)
+
+
+@triton.jit
 def _fwd_split_kernel(q_ptr, k_ptr, v_ptr, words_ptr, row_open_ptr, m_ptr, l_ptr, acc_ptr,
                       stride_qb, stride_qh, stride_qq, stride_kb, stride_kh, stride_kk,
                       stride_vb, stride_vh, stride_vk,
@@ -157,8 +164,7 @@ def _fwd_split_kernel(q_ptr, k_ptr, v_ptr, words_ptr, row_open_ptr, m_ptr, l_ptr
     offs_d = tl.arange(0, HEAD_DIM)
     q_valid = offs_q < Q
 
-    q = tl.load(q_ptr + b * stride_qb + h * stride_qh + offs_q[:, None] * stride_qq + offs_d[None, :],
-                mask=q_valid[:, None], other=0.0).to(DOT_DTYPE)
+    q = _load_rows(q_ptr, b * stride_qb + h * stride_qh, offs_q, stride_qq, offs_d, q_valid, DOT_DTYPE)
     row_opened = tl.load(row_open_ptr + b * Q + offs_q, mask=q_valid, other=1) == 0  # padding queries: not opened
     k_base = k_ptr + b * stride_kb + h * stride_kh
     v_base = v_ptr + b * stride_vb + h * stride_vh
@@ -239,10 +245,8 @@ def _bwd_dkdv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, words_ptr,
     offs_k = kt * BLOCK_K + tl.arange(0, BLOCK_K)
     offs_d = tl.arange(0, HEAD_DIM)
     k_valid = offs_k < K
-    k = tl.load(k_ptr + b * stride_kb + h * stride_kh + offs_k[:, None] * stride_kk + offs_d[None, :],
-                mask=k_valid[:, None], other=0.0).to(DOT_DTYPE)
-    v = tl.load(v_ptr + b * stride_vb + h * stride_vh + offs_k[:, None] * stride_vk + offs_d[None, :],
-                mask=k_valid[:, None], other=0.0).to(DOT_DTYPE)
+    k = _load_rows(k_ptr, b * stride_kb + h * stride_kh, offs_k, stride_kk, offs_d, k_valid, DOT_DTYPE)
+    v = _load_rows(v_ptr, b * stride_vb + h * stride_vh, offs_k, stride_vk, offs_d, k_valid, DOT_DTYPE)
     q_base = q_ptr + b * stride_qb + h * stride_qh
     do_base = do_ptr + b * stride_dob + h * stride_doh
     words_base = words_ptr + b * NW * Q
@@ -289,10 +293,8 @@ def _bwd_dq_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, words_ptr, r
     offs_q = qt * BLOCK_Q + tl.arange(0, BLOCK_Q)
     offs_d = tl.arange(0, HEAD_DIM)
     q_valid = offs_q < Q
-    q = tl.load(q_ptr + b * stride_qb + h * stride_qh + offs_q[:, None] * stride_qq + offs_d[None, :],
-                mask=q_valid[:, None], other=0.0).to(DOT_DTYPE)
-    do = tl.load(do_ptr + b * stride_dob + h * stride_doh + offs_q[:, None] * stride_doq + offs_d[None, :],
-                 mask=q_valid[:, None], other=0.0).to(DOT_DTYPE)
+    q = _load_rows(q_ptr, b * stride_qb + h * stride_qh, offs_q, stride_qq, offs_d, q_valid, DOT_DTYPE)
+    do = _load_rows(do_ptr, b * stride_dob + h * stride_doh, offs_q, stride_doq, offs_d, q_valid, DOT_DTYPE)
     lse = tl.load(lse_ptr + bh * Q + offs_q, mask=q_valid, other=0.0)
     delta = tl.load(delta_ptr + bh * Q + offs_q, mask=q_valid, other=0.0)
     row_opened = tl.load(row_open_ptr + b * Q + offs_q, mask=q_valid, other=1) == 0

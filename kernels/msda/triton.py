@@ -57,6 +57,20 @@ def _corner_offsets(token_base, start, y, x, height, width, row_ok, token_stride
     return (token_base + token * token_stride)[:, None] + channels[None, :], ok[:, None]
 
 
+@triton.jit
+def _program_rows(num_rows, num_queries, num_tokens, num_heads, D: tl.constexpr, BLOCK_ROWS: tl.constexpr):
+    """This program's (batch, query, head) rows, which of them exist, and each row's offset of value at
+    (batch, token 0, head, channel 0) with the stride between tokens."""
+    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    row_ok = rows < num_rows
+    # Rows past the end re-read the last row (their loads stay in bounds without masks); never stored.
+    rows = tl.minimum(rows, num_rows - 1).to(tl.int64)
+    batch = rows // (num_queries * num_heads)
+    head = rows % num_heads
+    token_stride = num_heads * D
+    return rows, row_ok, batch * num_tokens * token_stride + head * D, token_stride
+
+
 @triton.jit(do_not_specialize=_INT_ARGS)
 def msda_forward_kernel(
     value_ptr,  # (N, S, M, D)
@@ -75,14 +89,7 @@ def msda_forward_kernel(
     COMPUTE: tl.constexpr,  # tl.float32, or tl.float64 for fp64 inputs
     BLOCK_ROWS: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    row_ok = rows < num_rows
-    # Rows past the end re-read the last row (their loads stay in bounds without masks); never stored.
-    rows = tl.minimum(rows, num_rows - 1).to(tl.int64)
-    batch = rows // (num_queries * num_heads)
-    head = rows % num_heads
-    token_stride = num_heads * D
-    token_base = batch * num_tokens * token_stride + head * D  # offset of (batch, token 0, head, 0)
+    rows, row_ok, token_base, token_stride = _program_rows(num_rows, num_queries, num_tokens, num_heads, D, BLOCK_ROWS)
     channels = tl.arange(0, D)
     samples_per_row = num_levels * num_points
 
@@ -130,13 +137,7 @@ def msda_backward_kernel(
     COMPUTE: tl.constexpr,
     BLOCK_ROWS: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    row_ok = rows < num_rows
-    rows = tl.minimum(rows, num_rows - 1).to(tl.int64)
-    batch = rows // (num_queries * num_heads)
-    head = rows % num_heads
-    token_stride = num_heads * D
-    token_base = batch * num_tokens * token_stride + head * D
+    rows, row_ok, token_base, token_stride = _program_rows(num_rows, num_queries, num_tokens, num_heads, D, BLOCK_ROWS)
     channels = tl.arange(0, D)
     samples_per_row = num_levels * num_points
 
