@@ -76,3 +76,19 @@ def check_floating(op: str, **tensors: torch.Tensor) -> None:
     devices = {name: t.device for name, t in tensors.items()}
     if len(set(devices.values())) > 1:
         raise ValueError(f"{op}: inputs must be on one device, got {devices}")
+
+
+def check_qkv(op: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """Head-split attention inputs: q (B, H, Lq, D), k and v (B, H, Lk, D) with Lk and D >= 1, one floating
+    dtype, one device."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dim() != 4:
+            raise ValueError(f"{op}: {name} must be (B, H, L, D), got shape {tuple(t.shape)}")
+    check_floating(op, q=q, k=k, v=v)
+    if k.shape != v.shape:
+        raise ValueError(f"{op}: k and v must have one shape (B, H, Lk, D), got {tuple(k.shape)} and {tuple(v.shape)}")
+    b, h, _, d = q.shape
+    if (k.shape[0], k.shape[1], k.shape[3]) != (b, h, d):
+        raise ValueError(f"{op}: k {tuple(k.shape)} must share B, H and D with q {tuple(q.shape)}")
+    if k.shape[2] == 0 or d == 0:
+        raise ValueError(f"{op}: need at least one key and one channel, got Lk={k.shape[2]}, D={d}")

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._common import check_floating
+from ._common import check_qkv
 
 OP = "window_attention"
 WindowBackend = Literal["auto", "xformers", "sdpa", "torch"]
@@ -44,7 +44,7 @@ def window_attention(q: Tensor, k: Tensor, v: Tensor, *, backend: WindowBackend 
     Returns:
         (B, H, Lq, D) in q's dtype.
     """
-    _check_inputs(q, k, v)
+    check_qkv(OP, q, k, v)
     impl = _resolve(backend, q.device)
     if impl == "xformers":
         # xformers takes (B, L, H, D): the transposes are views, and its output comes back in that layout.
@@ -75,17 +75,3 @@ def _resolve(backend: str, device: torch.device) -> str:
     return backend
 
 
-def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.dim() != 4:
-            raise ValueError(f"{OP}: {name} must be (B, H, L, D), got shape {tuple(t.shape)}")
-    check_floating(OP, q=q, k=k, v=v)
-    if k.shape != v.shape:
-        raise ValueError(f"{OP}: k and v must have one shape (B, H, Lk, D), got {tuple(k.shape)} and {tuple(v.shape)}")
-    b, h, _, d = q.shape
-    if (k.shape[0], k.shape[1], k.shape[3]) != (b, h, d):
-        raise ValueError(
-            f"{OP}: k {tuple(k.shape)} must share B, H and D with q {tuple(q.shape)}"
-        )
-    if k.shape[2] == 0:
-        raise ValueError(f"{OP}: k and v need at least one key, got Lk=0")

@@ -16,7 +16,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from .._common import Backend, check_floating, choose_backend
+from .._common import Backend, check_qkv, choose_backend
 from .reference import masked_cross_attention_torch
 
 OP = "masked_cross_attention"
@@ -51,18 +51,9 @@ def masked_cross_attention(
 
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor, mask_logits: Tensor) -> None:
     """Ranks, sizes, dtypes and devices."""
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.dim() != 4:
-            raise ValueError(f"{OP}: {name} must be (B, H, L, D), got shape {tuple(t.shape)}")
-    check_floating(OP, q=q, k=k, v=v)
-    if k.shape != v.shape:
-        raise ValueError(f"{OP}: k and v must have one shape (B, H, K, D), got {tuple(k.shape)} and {tuple(v.shape)}")
-    b, h, num_queries, d = q.shape
+    check_qkv(OP, q, k, v)
+    b, _, num_queries, _ = q.shape
     num_keys = k.shape[2]
-    if (k.shape[0], k.shape[1], k.shape[3]) != (b, h, d):
-        raise ValueError(f"{OP}: k {tuple(k.shape)} must share B, H and D with q {tuple(q.shape)}")
-    if num_keys == 0 or d == 0:
-        raise ValueError(f"{OP}: need at least one key and one channel, got K={num_keys}, D={d}")
     if mask_logits.shape != (b, num_queries, num_keys):
         raise ValueError(
             f"{OP}: mask_logits must be (B, Q, K) = {(b, num_queries, num_keys)}, got {tuple(mask_logits.shape)}"
