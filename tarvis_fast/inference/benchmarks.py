@@ -215,6 +215,11 @@ def _flag(key: str) -> str:
     return f"--{key}"
 
 
+def _annotation_list(source: Path, key: str) -> list:
+    """The list under `key` of the benchmark's annotation JSON, with errors naming the file and its flag."""
+    return _list(read_json(source, BenchmarkDataError, f"point {_flag('annotations')} elsewhere"), key, str(source))
+
+
 def _get(entry: Any, key: str, where: str) -> Any:
     if not isinstance(entry, dict) or key not in entry:
         raise BenchmarkDataError(f"{where}: missing field {key!r}")
@@ -265,7 +270,7 @@ _Settings = Mapping[str, Any]   # what a reader needs from the config: {"mode", 
 def _read_vis(paths: Mapping[str, Path], settings: _Settings) -> list[SequenceInfo]:
     """YouTube-VIS / OVIS: `videos[].{id, height, width, file_names: ["<video>/<frame>.jpg", ...]}`."""
     source = paths["annotations"]
-    videos = _list(read_json(source, BenchmarkDataError, f"point {_flag('annotations')} elsewhere"), "videos", str(source))
+    videos = _annotation_list(source, "videos")
     sequences = []
     for i, video in enumerate(videos):
         where = f"{source}: videos[{i}]"
@@ -422,7 +427,7 @@ def cityscapes_vps_image_id(video: int, frame: int, file_name: str) -> str:
 
 def _read_cityscapes_vps(paths: Mapping[str, Path], settings: _Settings) -> list[SequenceInfo]:
     source = paths["annotations"]
-    images = _list(read_json(source, BenchmarkDataError, f"point {_flag('annotations')} elsewhere"), "images", str(source))
+    images = _annotation_list(source, "images")
     videos: dict[int, dict[int, tuple[str, tuple[int, int]]]] = {}
     for i, image in enumerate(images):
         where = f"{source}: images[{i}]"
@@ -462,7 +467,7 @@ def _read_cityscapes_vps(paths: Mapping[str, Path], settings: _Settings) -> list
 def _read_vipseg(paths: Mapping[str, Path], settings: _Settings) -> list[SequenceInfo]:
     """VIPSeg: `videos[].{video_id, images[].{file_name (.png), height, width}}`; frames are <video>/<stem>.jpg."""
     source = paths["annotations"]
-    videos = _list(read_json(source, BenchmarkDataError, f"point {_flag('annotations')} elsewhere"), "videos", str(source))
+    videos = _annotation_list(source, "videos")
     sequences = []
     for i, video in enumerate(videos):
         where = f"{source}: videos[{i}]"
