@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from gpu_report import BenchCase
+from benchcase import BenchCase
 from torch import Tensor
 
 from tarvis_fast.kernels import masked_cross_attention

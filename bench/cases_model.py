@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from gpu_report import BenchCase
+from benchcase import BenchCase
 
 from tarvis_fast.config import load_config
 from tarvis_fast.model import ObjectReferences, Task, TarViS, build_model

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
-from gpu_report import BenchCase
+from benchcase import BenchCase
 from torch import Tensor
 
 from tarvis_fast.kernels import ms_deform_attn

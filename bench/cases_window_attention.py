@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
-from gpu_report import BenchCase
+from benchcase import BenchCase
 from torch import Tensor
 
 from tarvis_fast.kernels import window_attention

@@ -9,7 +9,8 @@ first row of the group, the PyTorch path), peak memory above what the inputs hol
 device-to-device copy bandwidth. All rows come from one process, side by side.
 
 Shapes and implementations live in the `bench/cases_*.py` modules, one per op; each exposes
-`cases(device) -> Iterable[BenchCase]`.
+`cases(device) -> Iterable[BenchCase]` (`bench/benchcase.py`). This script imports them by name from its own
+directory, which Python puts first on sys.path when it runs a script.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from benchcase import BenchCase
 
 CASE_MODULES = {
     "msda": "cases_msda",
@@ -31,23 +33,6 @@ CASE_MODULES = {
     "window_attention": "cases_window_attention",
     "model": "cases_model",
 }
-
-
-@dataclass(frozen=True)
-class BenchCase:
-    """One implementation at one shape.
-
-    setup() allocates the inputs and returns the function to time (it runs the forward, or the forward
-    and backward, of `impl`); min_bytes is the traffic an ideal implementation cannot avoid (inputs read
-    once, outputs written once), used for the achieved bandwidth. A setup() that raises (e.g. an optional
-    library missing, out of memory) gives a row that says why instead of a time.
-    """
-
-    group: str
-    impl: str
-    mode: str
-    setup: Callable[[], Callable[[], object]]
-    min_bytes: int
 
 
 @dataclass
@@ -137,7 +122,6 @@ def environment_header(device: torch.device, copy_gbs: float) -> str:
 
 
 def collect(only: Iterable[str], device: torch.device) -> list[BenchCase]:
-    sys.path.insert(0, str(Path(__file__).parent))
     cases: list[BenchCase] = []
     for name in only:
         cases.extend(importlib.import_module(CASE_MODULES[name]).cases(device))
