@@ -11,7 +11,7 @@ import torch
 
 from tarvis_fast.model import ObjectReferences, Task
 
-from .tiny import box_masks, clip, tiny_model
+from helpers.tiny import box_masks, clip, tiny_model
 
 
 def test_compiled_forward_equals_eager() -> None:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from tarvis_fast.model import InstancePrediction, ObjectPrediction, ObjectReferences, Task, padded_size
 
-from .tiny import DATASETS, box_masks, clip, tiny_model
+from helpers.tiny import DATASETS, box_masks, clip, tiny_model
 
 T, H, W = 2, 64, 128  # logits at 16 x 32
 

@@ -1,5 +1,5 @@
 """A tiny TarViS for CPU tests: a 4-conv backbone, width 64, few layers. The full-size models are only
-built on the meta device (test_checkpoint_keys.py) or loaded (test_load_model.py)."""
+built on the meta device (tests/model/test_checkpoint_keys.py) or loaded (tests/model/test_load_model.py)."""
 from __future__ import annotations
 
 from typing import Any
