@@ -20,7 +20,7 @@ from tarvis_fast.formats.davis import read_label_png
 from tarvis_fast.inference.predictor import FrameResult, VideoPredictor, count_video_frames
 from tarvis_fast.inference.video import OverlayVideoWriter, read_image_rgb
 from tarvis_fast.inference.vocabularies import vocabulary
-from model.tiny import tiny_model  # tests/model/tiny.py; tests/ is on sys.path (rootdir conftest)
+from helpers.tiny import tiny_model
 
 FAST = dict(clip_length=4, frame_overlap=2, min_dim=64)  # clips 0-3, 2-5; 480x854 runs at 64x114 (padded 64x128)
 

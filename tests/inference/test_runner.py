@@ -17,7 +17,7 @@ from tarvis_fast.inference.clips import ImagesResizer
 from tarvis_fast.inference.runner import ClipRunner, ClipSettings, VisTask, VosTask, VpsTask
 from tarvis_fast.model.outputs import ObjectPrediction, TarvisOutput
 
-from model.tiny import tiny_model  # tests/model/tiny.py; tests/ is on sys.path (rootdir conftest)
+from helpers.tiny import tiny_model
 
 from .stubs import HEIGHT, WIDTH, StubTracker, centre, make_video, square, square_mask
 
