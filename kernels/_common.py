@@ -1,10 +1,13 @@
-"""Helpers shared by the ops: backend choice and whether Triton runs under its CPU interpreter."""
+"""Helpers shared by the ops: backend choice, whether Triton runs under its CPU interpreter, and the AOT
+configuration type that each Triton module declares and `report` compiles (here, so that the kernel modules
+and the report both import it and neither imports the other)."""
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -92,3 +95,25 @@ def check_qkv(op: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> Non
         raise ValueError(f"{op}: k {tuple(k.shape)} must share B, H and D with q {tuple(q.shape)}")
     if k.shape[2] == 0 or d == 0:
         raise ValueError(f"{op}: need at least one key and one channel, got Lk={k.shape[2]}, D={d}")
+
+
+@dataclass(frozen=True)
+class AOTSpec:
+    """One compilable configuration of a kernel.
+
+    signature maps every parameter, constexprs included, to a Triton type string ("*fp32", "i32",
+    "constexpr"); constexprs gives the constexpr values; options holds num_warps / num_stages. Every pointer
+    is compiled as 16-byte aligned, the specialisation Triton's launcher makes for the tensors our dispatchers
+    pass, so that the compiled kernel is the one that runs.
+    """
+
+    name: str
+    kernel: Any
+    signature: dict[str, str]
+    constexprs: dict[str, Any]
+    options: dict[str, int] = field(default_factory=lambda: {"num_warps": 4, "num_stages": 2})
+
+    def aligned_pointers(self) -> dict[tuple[int, ...], list[list[Any]]]:
+        """ASTSource attrs marking every pointer argument 16-byte aligned."""
+        return {(i,): [["tt.divisibility", 16]] for i, name in enumerate(self.kernel.arg_names)
+                if self.signature[name].startswith("*")}

@@ -19,37 +19,16 @@ import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+
+from ._common import AOTSpec
 
 KERNEL_MODULES: tuple[str, ...] = (
     "tarvis_fast.kernels.msda.triton",
     "tarvis_fast.kernels.masked_attention.triton",
 )
 ARCHS: tuple[int, ...] = (90, 80)
-
-
-@dataclass(frozen=True)
-class AOTSpec:
-    """One compilable configuration of a kernel.
-
-    signature maps every parameter, constexprs included, to a Triton type string ("*fp32", "i32",
-    "constexpr"); constexprs gives the constexpr values; options holds num_warps / num_stages. Every pointer
-    is compiled as 16-byte aligned, the specialisation Triton's launcher makes for the tensors our dispatchers
-    pass, so that the compiled kernel is the one that runs.
-    """
-
-    name: str
-    kernel: Any
-    signature: dict[str, str]
-    constexprs: dict[str, Any]
-    options: dict[str, int] = field(default_factory=lambda: {"num_warps": 4, "num_stages": 2})
-
-    def aligned_pointers(self) -> dict[tuple[int, ...], list[list[Any]]]:
-        """ASTSource attrs marking every pointer argument 16-byte aligned."""
-        return {(i,): [["tt.divisibility", 16]] for i, name in enumerate(self.kernel.arg_names)
-                if self.signature[name].startswith("*")}
 
 
 @dataclass

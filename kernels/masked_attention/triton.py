@@ -32,8 +32,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .._common import triton_interpreted
-from ..report import AOTSpec
+from .._common import AOTSpec, triton_interpreted
 
 HEAD_DIMS: tuple[int, ...] = (32, 64)
 DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32)

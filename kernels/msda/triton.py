@@ -25,8 +25,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .._common import triton_interpreted
-from ..report import AOTSpec
+from .._common import AOTSpec, triton_interpreted
 
 # Head sizes the kernels are compiled for (D is a compile-time constant: it is the vector width).
 HEAD_DIMS: tuple[int, ...] = (16, 32, 64, 128)
