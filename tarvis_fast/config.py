@@ -15,8 +15,8 @@ where a comment says otherwise.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
-import tempfile
 import types
 import typing
 from collections.abc import Sequence
@@ -26,7 +26,11 @@ from typing import Any, Literal
 
 import yaml
 
-TaskType = Literal["instance_seg", "panoptic_seg", "vos"]
+from tarvis_fast.datasets import DATASETS
+from tarvis_fast.formats.atomic import atomic_open
+from tarvis_fast.tasks import Task
+
+DATASET_TASKS = (Task.VIS, Task.VPS, Task.VOS)  # a dataset's `type`; PET is VOS data with point references
 
 
 class ConfigError(ValueError):
@@ -77,13 +81,15 @@ class DatasetInferenceConfig:
 
 @dataclass
 class DatasetConfig:
-    type: TaskType
+    type: Task            # instance_seg, panoptic_seg or vos, as the original's files spell them
     num_classes: int = 0  # semantic classes; 0 for the class-agnostic VOS/PET datasets
     training: DatasetTrainingConfig = field(default_factory=DatasetTrainingConfig)
     inference: DatasetInferenceConfig = field(default_factory=DatasetInferenceConfig)
 
     def __post_init__(self) -> None:
-        if self.type != "vos" and self.num_classes <= 0:
+        if self.type not in DATASET_TASKS:
+            raise ConfigError(f"a dataset's type is one of {[t.value for t in DATASET_TASKS]}, got {self.type.value!r}")
+        if self.type is not Task.VOS and self.num_classes <= 0:
             raise ConfigError(f"a {self.type} dataset needs num_classes > 0, got {self.num_classes}")
 
 
@@ -119,6 +125,9 @@ class LossConfig:
     panoptic_semantic_weight_dice: float = 0.0
     semantic_ignore_null_classes: bool = False
     semantic_regularization_loss: bool = False
+    # Not in the original. Its VIS semantic loss reads class ids at a point by bilinear interpolation and
+    # truncates (a boundary between classes 2 and 7 reads e.g. 4); true reads them with nearest (the fix).
+    semantic_labels_nearest: bool = False
 
 
 @dataclass
@@ -159,39 +168,39 @@ class TrainingConfig:
 
 
 def _default_datasets() -> dict[str, DatasetConfig]:
-    """The datasets of the original base.yaml, with its per-dataset defaults."""
+    """The datasets of the original base.yaml, with its per-dataset defaults; each one's task and classes are its
+    row of `tarvis_fast.datasets.DATASETS`."""
 
     def resize(mode: str, min_dims: list[int], max_dim: int = 1333, area: int | None = None) -> ImageResizeConfig:
         return ImageResizeConfig(mode=mode, min_dims=min_dims, max_dim=max_dim, target_pixel_area=area)  # type: ignore[arg-type]
 
-    def video(type_: TaskType, num_classes: int, factor: float, train_resize: ImageResizeConfig,
-              **inference: Any) -> DatasetConfig:
-        return DatasetConfig(
-            type=type_, num_classes=num_classes,
-            training=DatasetTrainingConfig(frame_sampling_multiplicative_factor=factor, image_resize=train_resize),
-            inference=DatasetInferenceConfig(**inference),
-        )
+    def dataset(name: str, factor: float = 1.0, train_resize: ImageResizeConfig | None = None,
+                **inference: Any) -> DatasetConfig:
+        row = DATASETS[name]
+        training = DatasetTrainingConfig(frame_sampling_multiplicative_factor=factor,
+                                         image_resize=train_resize or ImageResizeConfig())
+        return DatasetConfig(type=row.task, num_classes=row.num_classes, training=training,
+                             inference=DatasetInferenceConfig(**inference))
 
     return {
-        "ADE20K": DatasetConfig(type="panoptic_seg", num_classes=150),
-        "CITYSCAPES": DatasetConfig(type="panoptic_seg", num_classes=34),
-        "COCO": DatasetConfig(type="panoptic_seg", num_classes=133),
-        "MAPILLARY": DatasetConfig(type="panoptic_seg", num_classes=65),
-        "YOUTUBE_VIS": video("instance_seg", 40, 10.0, resize("min_dim", [360, 480], 1024),
-                             image_resize=resize("min_dim", [360], 1333, 300000)),
-        "OVIS": video("instance_seg", 25, 10.0, resize("min_dim", [360, 480], 1024),
-                      image_resize=resize("min_dim", [360], 1333, 300000), max_tracks_per_video=20),
-        "KITTI_STEP": video("panoptic_seg", 19, 3.0, resize("min_dim", [320]), clip_length=6, frame_overlap=3,
-                            image_resize=resize("none", [240]), max_tracks_per_clip=1000,
-                            track_score_threshold=0.5),
-        "CITYSCAPES_VPS": video("panoptic_seg", 19, 1.0, resize("min_dim", [448]), clip_length=10,
-                                frame_overlap=5, image_resize=resize("none", [736], 2048),
-                                max_tracks_per_clip=1000, track_score_threshold=0.5, sparse_frames=True),
-        "VIPSEG": video("panoptic_seg", 124, 5.0, resize("min_dim", [512]), image_resize=resize("min_dim", [576]),
-                        max_tracks_per_clip=1000, track_score_threshold=0.5),
-        "DAVIS": video("vos", 0, 20.0, resize("min_dim", [480]), image_resize=resize("none", [360])),
-        "BURST": video("vos", 0, 3.0, resize("min_dim", [512]), clip_length=8, frame_overlap=4,
-                       image_resize=resize("min_dim", [512]), mode="point"),
+        "ADE20K": dataset("ADE20K"),
+        "CITYSCAPES": dataset("CITYSCAPES"),
+        "COCO": dataset("COCO"),
+        "MAPILLARY": dataset("MAPILLARY"),
+        "YOUTUBE_VIS": dataset("YOUTUBE_VIS", 10.0, resize("min_dim", [360, 480], 1024),
+                               image_resize=resize("min_dim", [360], 1333, 300000)),
+        "OVIS": dataset("OVIS", 10.0, resize("min_dim", [360, 480], 1024),
+                        image_resize=resize("min_dim", [360], 1333, 300000), max_tracks_per_video=20),
+        "KITTI_STEP": dataset("KITTI_STEP", 3.0, resize("min_dim", [320]), clip_length=6, frame_overlap=3,
+                              image_resize=resize("none", [240]), max_tracks_per_clip=1000, track_score_threshold=0.5),
+        "CITYSCAPES_VPS": dataset("CITYSCAPES_VPS", 1.0, resize("min_dim", [448]), clip_length=10, frame_overlap=5,
+                                  image_resize=resize("none", [736], 2048), max_tracks_per_clip=1000,
+                                  track_score_threshold=0.5, sparse_frames=True),
+        "VIPSEG": dataset("VIPSEG", 5.0, resize("min_dim", [512]), image_resize=resize("min_dim", [576]),
+                          max_tracks_per_clip=1000, track_score_threshold=0.5),
+        "DAVIS": dataset("DAVIS", 20.0, resize("min_dim", [480]), image_resize=resize("none", [360])),
+        "BURST": dataset("BURST", 3.0, resize("min_dim", [512]), clip_length=8, frame_overlap=4,
+                         image_resize=resize("min_dim", [512]), mode="point"),
     }
 
 
@@ -221,6 +230,8 @@ def _to_plain(value: Any) -> Any:
         return {k: _to_plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_to_plain(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return value.value
     return value
 
 
@@ -242,6 +253,11 @@ def _convert(value: Any, tp: Any, current: Any, key: str) -> Any:
             return None
         non_none = [a for a in args if a is not type(None)]
         return _convert(value, non_none[0], current, key)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        allowed = [member.value for member in tp]
+        if value not in allowed:
+            raise ConfigError(f"'{key}' must be one of {allowed}, got {value!r}")
+        return tp(value)
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"'{key}' must be one of {list(args)}, got {value!r}")
@@ -434,15 +450,8 @@ def save_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write the complete config as YAML, atomically (a reader never sees half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w") as handle:
+        yaml.safe_dump(cfg.to_dict(), handle, sort_keys=False)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from tarvis_fast.formats.atomic import atomic_open
+
 # benchmark -> (module under tarvis_fast.evaluation, function(pred: Path, gt: Path, *, workers: int) -> dict)
 EVALUATORS: dict[str, tuple[str, str]] = {
     "ytvis": ("ytvis", "evaluate_ytvis"),
@@ -60,9 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     stats = evaluate(args.benchmark, args.pred, args.gt, workers=args.workers)
     _print_stats(stats)
     if args.json:
-        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
-        tmp.write_text(json.dumps(stats, indent=1))
-        os.replace(tmp, args.json)
+        with atomic_open(args.json, "w") as handle:
+            json.dump(stats, handle, indent=1)
     return 0
 
 

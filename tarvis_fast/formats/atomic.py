@@ -1,4 +1,8 @@
-"""Atomic file writes: a reader never sees a half-written file, and a failed write leaves no debris."""
+"""Atomic file writes: a reader never sees a half-written file, and a failed write leaves no debris.
+
+    with atomic_open(path, "w") as handle: ...          # a file object
+    pending = PendingFile(path); writer(pending.tmp); pending.commit()   # writers that want a file name (cv2)
+"""
 from __future__ import annotations
 
 import os
@@ -9,24 +13,44 @@ from pathlib import Path
 from typing import IO
 
 
+class PendingFile:
+    """A temporary file beside `path` (same folder, so the final move is atomic), for writers that take a file
+    name: write `tmp`, then `commit()` moves it to `path` (os.replace) or `discard()` deletes it.
+
+    The parent folder must exist. `tmp` keeps `path`'s suffix, which some writers read the format from.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=self.path.suffix)
+        os.close(fd)
+        self.tmp = Path(tmp)
+
+    def commit(self) -> Path:
+        os.chmod(self.tmp, 0o666 & ~_current_umask())  # mkstemp makes it private (0600); give it open()'s mode
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
-    """Open a temporary file beside `path` for writing; on a clean exit it replaces `path`
-    (os.replace, atomic within one file system), on an exception it is deleted.
+    """Open a temporary file beside `path` for writing; on a clean exit it replaces `path`, on an exception it
+    is deleted.
 
     `mode` is "w" (text, UTF-8) or "wb". The parent folder must exist.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open: mode must be 'w' or 'wb', got {mode!r}")
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    pending = PendingFile(path)
     try:
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes it private (0600); give it open()'s mode
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as handle:
+        with open(pending.tmp, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as handle:
             yield handle
-        os.replace(tmp, path)
+        pending.commit()
     except BaseException:
-        os.unlink(tmp)
+        pending.discard()
         raise
 
 

@@ -29,7 +29,12 @@ import numpy as np
 from PIL import Image
 
 from tarvis_fast.formats.atomic import atomic_open
-from tarvis_fast.formats.jsonfile import read_json
+from tarvis_fast.formats.jsonfile import (
+    json_field,
+    json_image_size,
+    json_list,
+    read_json,
+)
 
 VOID_ID = 0
 MAX_SEGMENT_ID = 256**3 - 1
@@ -134,9 +139,7 @@ def write_panoptic_png(path: Path, ids: np.ndarray) -> None:
 
 
 def _field(entry: Any, key: str, where: str) -> Any:
-    if not isinstance(entry, dict) or key not in entry:
-        raise PanopticFormatError(f"{where}: missing field {key!r}")
-    return entry[key]
+    return json_field(entry, key, where, PanopticFormatError)
 
 
 def parse_categories(entries: Any, where: str) -> dict[int, Category]:
@@ -274,6 +277,46 @@ def read_cityscapes_vps_predictions(pred_dir: Path, gt: PanopticDataset) -> tupl
     return tuple(videos)
 
 
+# ------------------------------------------------------------------------------------------ frame lists (inference)
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One image of a panoptic json's `images` (Cityscapes-VPS) or of a VIPSeg video's `images`."""
+
+    id: Any                 # Cityscapes-VPS: video * 10000 + frame; VIPSeg: absent (None)
+    file_name: str
+    height: int
+    width: int
+
+
+def _image_entry(entry: Any, where: str, error: type[Exception], need_id: bool) -> ImageEntry:
+    file_name = str(json_field(entry, "file_name", where, error))
+    image_id = json_field(entry, "id", where, error) if need_id else entry.get("id")
+    return ImageEntry(image_id, file_name, *json_image_size(entry, where, error))
+
+
+def read_image_list(path: str | Path, error: type[Exception] = PanopticFormatError, hint: str = "") -> list[ImageEntry]:
+    """The `images` of a panoptic json (Cityscapes-VPS's `im_all_info_val_city_vps.json`), in file order."""
+    where = str(path)
+    images = json_list(read_json(path, error, hint), "images", where, error)
+    return [_image_entry(image, f"{where}: images[{i}]", error, need_id=True) for i, image in enumerate(images)]
+
+
+def read_vipseg_video_list(path: str | Path, error: type[Exception] = PanopticFormatError,
+                           hint: str = "") -> list[tuple[str, list[ImageEntry]]]:
+    """(video id, its images) for each of a VIPSeg json's `videos` (`val.json`, `test.json`), in file order."""
+    where = str(path)
+    videos = json_list(read_json(path, error, hint), "videos", where, error)
+    result = []
+    for i, video in enumerate(videos):
+        video_id = str(json_field(video, "video_id", f"{where}: videos[{i}]", error))
+        entry = f"{where}: videos[{i}] ({video_id})"
+        images = json_list(video, "images", entry, error)
+        result.append((video_id, [_image_entry(image, f"{entry} images[{t}]", error, need_id=False)
+                                  for t, image in enumerate(images)]))
+    return result
+
+
 # ------------------------------------------------------------------------------------------ VIPSeg
 
 
@@ -390,49 +433,61 @@ def _factorize(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return unique - 1, table[shifted]
 
 
+class SegmentIdEncoder:
+    """Segment ids of one video, assigned frame by frame as its frames stream in.
+
+    All pixels of a stuff category form one segment (their instance ids are ignored); each (thing category,
+    instance id) pair is one segment that keeps its id through the video; `ignore_label` pixels are VOID (0). Ids
+    are colours (id = R + 256·G + 65536·B) picked by `SegmentColours`, in the order segments first appear (within
+    a frame, by category, then instance id).
+    """
+
+    def __init__(self, categories: Mapping[int, Category], *, ignore_label: int | None = 255, seed: int = 0):
+        self._known = np.asarray(sorted(categories), dtype=np.int64)
+        self._thing_ids = np.asarray([c.id for c in categories.values() if c.isthing], dtype=np.int64)
+        self._ignore_label = ignore_label
+        self._colours = SegmentColours(categories, np.random.default_rng(seed))
+        self._ids: dict[tuple[int, int], int] = {}
+
+    def encode(self, semantic: np.ndarray, instance: np.ndarray) -> tuple[np.ndarray, list[Segment]]:
+        """(H, W) category and instance ids -> (H, W) uint32 segment ids and the frame's segments by ascending id."""
+        if semantic.shape != instance.shape or semantic.ndim != 2:
+            raise ValueError(f"semantic and instance must both be (H, W), got {semantic.shape} and {instance.shape}")
+        semantic = semantic.astype(np.int64)
+        valid = semantic != self._ignore_label if self._ignore_label is not None else np.ones(semantic.shape, bool)
+        unknown = np.setdiff1d(np.unique(semantic[valid]), self._known)
+        if unknown.size:
+            raise ValueError(f"semantic map holds ids {unknown[:10].tolist()} that are neither categories nor "
+                             f"ignore_label={self._ignore_label}")
+        if instance.min(initial=0) < 0:
+            raise ValueError("instance ids must be >= 0")
+        instance = np.where(np.isin(semantic, self._thing_ids), instance, 0).astype(np.int64)
+        span = int(instance.max(initial=0)) + 1
+        # one key per segment: (category, instance) for things, (category, 0) for stuff; -1 for VOID
+        keys, inverse = _factorize(np.where(valid, semantic * span + instance, -1))
+        areas = np.bincount(inverse.ravel(), minlength=len(keys))
+        ids = np.zeros(len(keys), np.uint32)
+        segments = []
+        for index, key in enumerate(keys.tolist()):
+            if key < 0:
+                continue
+            pair = divmod(key, span)
+            if pair not in self._ids:
+                self._ids[pair] = int(rgb2id(np.asarray(self._colours.next(pair[0]), np.uint8)))
+            ids[index] = self._ids[pair]
+            segments.append(Segment(int(ids[index]), pair[0], False, int(areas[index])))
+        return ids[inverse], sorted(segments, key=lambda s: s.id)
+
+
 def encode_panoptic_video(semantic: np.ndarray, instance: np.ndarray, categories: Mapping[int, Category], *,
                           ignore_label: int = 255, seed: int = 0) -> tuple[np.ndarray, list[list[Segment]]]:
-    """Semantic and instance maps of one video -> segment ids and per-frame segments.
-
-    semantic, instance: (T, H, W) integers; `ignore_label` pixels become VOID. All pixels of a stuff category form one
-    segment (their instance ids are ignored); each (thing category, instance id) pair is one segment that keeps its id
-    through the video. Returns ids (T, H, W) uint32 and, per frame, its segments in ascending id order.
-    """
+    """Semantic and instance maps of a whole video -> segment ids (T, H, W) uint32 and, per frame, its segments in
+    ascending id order (`SegmentIdEncoder` over the frames)."""
     if semantic.shape != instance.shape or semantic.ndim != 3:
         raise ValueError(f"semantic and instance must both be (T, H, W), got {semantic.shape} and {instance.shape}")
-    semantic = semantic.astype(np.int64)
-    known = np.asarray(sorted(categories), dtype=np.int64)
-    valid = semantic != ignore_label
-    unknown = np.setdiff1d(np.unique(semantic[valid]), known)
-    if unknown.size:
-        raise ValueError(f"semantic map holds ids {unknown[:10].tolist()} that are neither categories nor "
-                         f"ignore_label={ignore_label}")
-    if instance.min(initial=0) < 0:
-        raise ValueError("instance ids must be >= 0")
-    is_thing = np.isin(semantic, [c.id for c in categories.values() if c.isthing])
-    n_instances = int(instance.max(initial=0)) + 1
-    # one key per segment: (category, instance) for things, (category, 0) for stuff; -1 for VOID
-    keys = np.where(valid, semantic * n_instances + np.where(is_thing, instance, 0), -1)
-    unique_keys, inverse = _factorize(keys)
-    colours = SegmentColours(categories, np.random.default_rng(seed))
-    segment_ids = np.zeros(len(unique_keys), np.uint32)
-    segment_categories = np.zeros(len(unique_keys), np.int64)
-    for index, key in enumerate(unique_keys):
-        if key < 0:
-            continue
-        segment_categories[index] = key // n_instances
-        segment_ids[index] = int(rgb2id(np.asarray(colours.next(int(key // n_instances)), np.uint8)))
-    ids = segment_ids[inverse]
-    n_frames = len(semantic)
-    areas = np.bincount((np.arange(n_frames)[:, None] * len(unique_keys) + inverse.reshape(n_frames, -1)).ravel(),
-                        minlength=n_frames * len(unique_keys)).reshape(n_frames, len(unique_keys))
-    frame_segments = []
-    for t in range(n_frames):
-        present = [i for i in np.flatnonzero(areas[t]) if unique_keys[i] >= 0]
-        present.sort(key=lambda i: segment_ids[i])
-        frame_segments.append([Segment(int(segment_ids[i]), int(segment_categories[i]), False, int(areas[t, i]))
-                               for i in present])
-    return ids, frame_segments
+    encoder = SegmentIdEncoder(categories, ignore_label=ignore_label, seed=seed)
+    frames = [encoder.encode(s, i) for s, i in zip(semantic, instance)]
+    return np.stack([ids for ids, _ in frames]), [segments for _, segments in frames]
 
 
 def _check_frame(ids: np.ndarray, segments: Sequence[Segment], where: str) -> None:
@@ -441,6 +496,23 @@ def _check_frame(ids: np.ndarray, segments: Sequence[Segment], where: str) -> No
     in_png = set(np.unique(ids).tolist()) - {VOID_ID}
     if in_png != {s.id for s in segments}:
         raise ValueError(f"{where}: the id map and the segment list disagree")
+
+
+def write_prediction_frame(path: Path, ids: np.ndarray, segments: Sequence[Segment], **keys: Any) -> dict:
+    """Write one predicted frame's PNG (checked against its segments); return its `pred.json` entry: `keys`
+    (`image_id` for Cityscapes-VPS, `file_name` for VIPSeg) and `segments_info`."""
+    _check_frame(ids, segments, str(path))
+    write_panoptic_png(path, ids)
+    return {**keys, "segments_info": [s.to_json() for s in segments]}
+
+
+def write_prediction_json(out_dir: Path, annotations: list[dict]) -> Path:
+    """`<out_dir>/pred.json`: Cityscapes-VPS frame entries in ground-truth order, or VIPSeg video entries
+    `{video_id, annotations: [frame entries]}`."""
+    path = Path(out_dir) / PRED_JSON
+    with atomic_open(path, "w") as handle:
+        json.dump({"annotations": annotations}, handle)
+    return path
 
 
 class CityscapesVpsPredictionWriter:
@@ -457,15 +529,11 @@ class CityscapesVpsPredictionWriter:
         self._annotations: list[dict] = []
 
     def add_frame(self, image_id: str, ids: np.ndarray, segments: Sequence[Segment]) -> None:
-        _check_frame(ids, segments, f"frame {image_id}")
-        write_panoptic_png(self.out_dir / PRED_PNG_DIR / f"{image_id}.png", ids)
-        self._annotations.append({"image_id": image_id, "segments_info": [s.to_json() for s in segments]})
+        self._annotations.append(write_prediction_frame(self.out_dir / PRED_PNG_DIR / f"{image_id}.png", ids,
+                                                        segments, image_id=image_id))
 
     def close(self) -> Path:
-        path = self.out_dir / PRED_JSON
-        with atomic_open(path, "w") as handle:
-            json.dump({"annotations": self._annotations}, handle)
-        return path
+        return write_prediction_json(self.out_dir, self._annotations)
 
 
 class VipsegPredictionWriter:
@@ -483,18 +551,12 @@ class VipsegPredictionWriter:
                              f"{len(segments)} segment lists")
         video_dir = self.out_dir / PRED_PNG_DIR / video_id
         video_dir.mkdir(parents=True, exist_ok=True)
-        frames = []
-        for file_name, frame_ids, frame_segments in zip(file_names, ids, segments):
-            _check_frame(frame_ids, frame_segments, f"video {video_id} frame {file_name}")
-            write_panoptic_png(video_dir / file_name, frame_ids)
-            frames.append({"file_name": file_name, "segments_info": [s.to_json() for s in frame_segments]})
+        frames = [write_prediction_frame(video_dir / file_name, frame_ids, frame_segments, file_name=file_name)
+                  for file_name, frame_ids, frame_segments in zip(file_names, ids, segments)]
         self._videos.append({"video_id": video_id, "annotations": frames})
 
     def close(self) -> Path:
-        path = self.out_dir / PRED_JSON
-        with atomic_open(path, "w") as handle:
-            json.dump({"annotations": self._videos}, handle)
-        return path
+        return write_prediction_json(self.out_dir, self._videos)
 
 
 GroundTruthFrame = tuple[str, np.ndarray, Sequence[Segment]]  # (name, (H, W) segment ids, segments)

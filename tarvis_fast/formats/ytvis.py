@@ -21,7 +21,12 @@ from typing import Any
 import numpy as np
 
 from tarvis_fast.formats.atomic import atomic_open
-from tarvis_fast.formats.jsonfile import read_json
+from tarvis_fast.formats.jsonfile import (
+    json_field,
+    json_image_size,
+    json_list,
+    read_json,
+)
 from tarvis_fast.formats.rle import RLE, encode_rle, to_compressed
 
 OCCLUSION_LEVELS = ("no_occlusion", "slight_occlusion", "severe_occlusion")
@@ -34,6 +39,20 @@ class Video:
     height: int
     width: int
     length: int
+
+
+@dataclass(frozen=True)
+class VideoFrames:
+    """One entry of a json's `videos` list as inference reads it: the frames to run."""
+
+    id: int
+    height: int
+    width: int
+    file_names: list[str]   # "<video folder>/<frame file>", in order
+
+    @property
+    def folder(self) -> str:
+        return self.file_names[0].split("/")[0]
 
 
 @dataclass(frozen=True)
@@ -162,6 +181,27 @@ def read_ground_truth(path: str | Path, *, occlusion: bool = False) -> GroundTru
         tracks.append(GroundTruthTrack(int(ann["id"]), video.id, int(ann["category_id"]), bool(ann.get("iscrowd", 0)),
                                        segmentations, areas, levels))
     return GroundTruth(videos, category_ids, tracks)
+
+
+def read_video_frames(path: str | Path, error: type[Exception] = ValueError, hint: str = "") -> list[VideoFrames]:
+    """The `videos` of a YouTube-VIS / OVIS json (a ground truth or the annotation-free inference file), each with
+    its frame paths; `error` (naming the file and the entry, `hint` appended where the file is unreadable) when
+    the list is missing or malformed."""
+    where = str(path)
+    videos = json_list(read_json(path, error, hint), "videos", where, error)
+    result = []
+    for i, video in enumerate(videos):
+        entry = f"{where}: videos[{i}]"
+        file_names = json_list(video, "file_names", entry, error)
+        if not all(isinstance(f, str) and "/" in f for f in file_names):
+            raise error(f"{entry}: file_names must be '<video>/<frame>' paths")
+        height, width = json_image_size(video, entry, error)
+        try:
+            video_id = int(json_field(video, "id", entry, error))
+        except (TypeError, ValueError):
+            raise error(f"{entry}: id must be an integer") from None
+        result.append(VideoFrames(video_id, height, width, list(file_names)))
+    return result
 
 
 def read_results(path: str | Path, videos: Mapping[int, Video], category_ids: Iterable[int]) -> list[PredictedTrack]:

@@ -14,15 +14,12 @@ The checkpoint's `config.yaml` (beside it) describes the network and each datase
 (`--clip_length`, `--frame_overlap`, `--min_dim`, `--disable_resize`, `--split`) override the settings of the run.
 
 Benchmarks: inputs under `$TARVIS_WORKSPACE_DIR` (or `--workspace`) in the original's layout, each replaceable by
-its flag (`--images`, `--annotations`, `--image_set`; `--ground_truth` for `--eval`); see `benchmarks.py`. Each
+its flag (`--images`, `--annotations`, `--image_set`; `--ground_truth` for `--eval`); see `readers.py`. Each
 finished sequence is recorded, so `--resume` skips it, and shards (`--seq_split i/n`, `--seq_names`) can run in
 several processes into one output folder: the official files are assembled by whichever finishes the last one.
 
-Your video (a video file or a folder of frames) writes into the output folder:
-- `masks/<frame>.png`: vos/pet/vis a palette PNG of object ids (vis: the rank of the (track, class) pair), vps an
-  RGB PNG with R = class index, G * 256 + B = track id (the KITTI-STEP encoding);
-- `masks.json`: per frame, each object's id, class and score and its mask as COCO RLE (vps: also each stuff class);
-- `overlay.mp4`: the frames with the masks blended in and a legend of ids and class names.
+Your video (a video file or a folder of frames) writes mask PNGs, `masks.json` and `overlay.mp4` into the output
+folder (see `video.py`).
 `--masks` takes palette or 8-bit id PNGs (0 = background; every other value is an object id): one for frame 0, or
 `frame:path` pairs separated by commas. `--points` takes `x,y` pixel pairs separated by `;` (objects 1, 2, ... on
 frame 0), or a JSON file `[{"id": 1, "frame": 0, "x": 120, "y": 80}, ...]` ("id" and "frame" optional).
@@ -30,40 +27,43 @@ frame 0), or a JSON file `[{"id": 1, "frame": 0, "x": 120, "y": 80}, ...]` ("id"
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from tarvis_fast.config import Config, ConfigError, DatasetInferenceConfig, load_config, split_overrides
-from tarvis_fast.formats.atomic import atomic_open
-from tarvis_fast.formats.davis import read_label_png, write_label_png
-from tarvis_fast.formats.rle import encode_rle
-from tarvis_fast.inference.benchmarks import (
-    BENCHMARKS,
-    PATH_KEYS,
-    Benchmark,
-    ResultWriter,
-    SequenceInfo,
-    open_benchmark,
-    select_sequences,
+from tarvis_fast.config import (
+    Config,
+    ConfigError,
+    DatasetInferenceConfig,
+    load_config,
+    split_overrides,
 )
-from tarvis_fast.inference.predictor import TASKS, VOCABULARIES, FrameResult, VideoPredictor
-from tarvis_fast.inference.runner import ClipRunner, ClipSettings, TaskSpec, VisTask, VosTask, VpsTask
-from tarvis_fast.inference.video import OverlayVideoWriter, draw_overlay, id_colours, open_frames, read_image_rgb
-from tarvis_fast.inference.vocabularies import vocabulary as get_vocabulary
+from tarvis_fast.datasets import BENCHMARKS, vocabulary
+from tarvis_fast.formats.atomic import atomic_open
+from tarvis_fast.formats.davis import read_label_png
+from tarvis_fast.inference.predictor import TASKS, VOCABULARIES, VideoPredictor
+from tarvis_fast.inference.readers import PATH_KEYS, open_benchmark
+from tarvis_fast.inference.runner import (
+    ClipRunner,
+    ClipSettings,
+    Request,
+    VisRequest,
+    VosRequest,
+    VpsRequest,
+)
+from tarvis_fast.inference.sequences import Benchmark, SequenceInfo, select_sequences
+from tarvis_fast.inference.video import open_frames, read_image_rgb, write_video_outputs
+from tarvis_fast.inference.writers import ResultWriter, open_writer
 from tarvis_fast.model.build import load_model
-from tarvis_fast.model.outputs import Task
+from tarvis_fast.tasks import Task
 
 PROG = "tarvis-infer"
-MASKS_DIR, MASKS_JSON, OVERLAY_VIDEO, EVAL_JSON = "masks", "masks.json", "overlay.mp4", "eval.json"
+EVAL_JSON = "eval.json"
 DEFAULT_FPS = 10.0  # overlay frame rate when the source does not say (a folder of frames)
 
 
@@ -139,7 +139,7 @@ def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
     if args.video and args.task is None:
         parser.error("--video needs --task")
     needs = {"vos": ("masks", "first.png"), "pet": ("points", '"x,y;x,y"'),
-             **{task: ("vocabulary", " | ".join(VOCABULARIES[task])) for task in ("vis", "vps")}}
+             **{task.short_name: ("vocabulary", " | ".join(VOCABULARIES[task])) for task in VOCABULARIES}}
     if args.task is not None:
         flag, example = needs[args.task]
         if getattr(args, flag) is None:
@@ -191,7 +191,7 @@ def run_benchmark(args: argparse.Namespace, cfg: Config) -> None:
     inference = cfg.datasets[benchmark.name].inference
     settings = _clip_settings(args, cfg, benchmark.name)
     sequences = select_sequences(benchmark.sequences(), args.seq_names, args.seq_split)
-    writer = benchmark.open_writer(args.output_dir)
+    writer = open_writer(benchmark, args.output_dir)
     todo = [seq for seq in sequences if not (args.resume and writer.is_done(seq))]
     print(f"{benchmark.name} ({benchmark.split}): {len(sequences)} sequences selected, {len(todo)} to run "
           f"-> {args.output_dir}", file=sys.stderr)
@@ -200,7 +200,7 @@ def run_benchmark(args: argparse.Namespace, cfg: Config) -> None:
         model = load_model(args.checkpoint, config=cfg, trusted=args.trust_checkpoint)
         runner = ClipRunner(model, device=args.device, amp=args.amp, compile=args.compile, progress=True)
         for seq in tqdm(todo, desc=benchmark.name, unit="video"):
-            task = _benchmark_task(benchmark, seq, inference, consistent_final_clip=args.final_clip == "consistent",
+            task = _benchmark_request(benchmark, seq, inference, consistent_final_clip=args.final_clip == "consistent",
                                    reuse_points_on_overlap=args.overlap_points != "once")
             frames = (read_image_rgb(path) for path in seq.frames)
             writer.write_sequence(seq, runner.run(frames, len(seq.frames), (seq.height, seq.width), task, settings,
@@ -213,18 +213,20 @@ def run_benchmark(args: argparse.Namespace, cfg: Config) -> None:
         _evaluate(benchmark, writer, args.output_dir)
 
 
-def _benchmark_task(benchmark: Benchmark, seq: SequenceInfo, inference: DatasetInferenceConfig, *,
-                    consistent_final_clip: bool, reuse_points_on_overlap: bool) -> TaskSpec:
-    if benchmark.task is Task.VOS:
-        return VosTask(seq.references, consistent_final_clip, reuse_points_on_overlap)
+def _benchmark_request(benchmark: Benchmark, seq: SequenceInfo, inference: DatasetInferenceConfig, *,
+                    consistent_final_clip: bool, reuse_points_on_overlap: bool) -> Request:
+    if benchmark.task.guided_by_objects:
+        return VosRequest(seq.references, consistent_final_clip, reuse_points_on_overlap)
     if benchmark.task is Task.VIS:
-        return VisTask.from_config(benchmark.name, inference)
-    return VpsTask.from_config(benchmark.name, benchmark.thing_classes, inference)
+        return VisRequest.from_config(benchmark.name, inference)
+    return VpsRequest.from_config(benchmark.name, benchmark.thing_classes, inference)
 
 
 def _evaluate(benchmark: Benchmark, writer: ResultWriter, output_dir: Path) -> None:
     """The benchmark's metric on the assembled results, printed and written to eval.json."""
-    from tarvis_fast.evaluation.__main__ import evaluate  # the metrics' imports are only paid for with --eval
+    from tarvis_fast.evaluation.__main__ import (
+        evaluate,  # the metrics' imports are only paid for with --eval
+    )
 
     if benchmark.ground_truth is None:
         print("--eval: no ground truth: give it with --ground_truth", file=sys.stderr)
@@ -248,7 +250,7 @@ def _evaluate(benchmark: Benchmark, writer: ResultWriter, output_dir: Path) -> N
 def run_video(args: argparse.Namespace, cfg: Config) -> None:
     """The user's video through `VideoPredictor`; masks, RLE JSON and an overlay video into `args.output_dir`."""
     meta = open_frames(args.video)
-    first = next(meta.frames, None)
+    first = next(meta.frames, None)  # its size, to check --masks before the model loads
     if first is None:
         raise UsageError(f"--video {args.video}: no frames")
     size = first.shape[:2]
@@ -261,9 +263,8 @@ def run_video(args: argparse.Namespace, cfg: Config) -> None:
                                 clip_length=args.clip_length, frame_overlap=args.frame_overlap, min_dim=args.min_dim,
                                 disable_resize=args.disable_resize, consistent_final_clip=args.final_clip != "original",
                                 reuse_points_on_overlap=args.overlap_points == "original")
-    names = get_vocabulary(args.vocabulary).names if args.vocabulary else ()
-    frames = itertools.chain([first], meta.frames)  # the overlay's frames, read in step with the results
-    write_video_outputs(args.output_dir, results, frames, meta.names, meta.fps or DEFAULT_FPS,
+    names = vocabulary(args.vocabulary).names if args.vocabulary else ()
+    write_video_outputs(args.output_dir, results, meta.names, meta.fps or DEFAULT_FPS,
                         source=str(args.video), task=args.task, vocabulary=args.vocabulary, class_names=names)
     print(predictor.runner.stats.summary(), file=sys.stderr)
 
@@ -327,76 +328,6 @@ def _points_from_json(path: Path) -> dict[int, tuple[int, tuple[float, float]]]:
             raise UsageError(f"{where}: object {object_id} is given twice")
         points[object_id] = (frame, point)
     return points
-
-
-def write_video_outputs(output_dir: Path, results: Iterator[tuple[int, FrameResult]], frames: Iterator[np.ndarray],
-                        frame_names: Sequence[str] | None, fps: float, *, source: str, task: str,
-                        vocabulary: str | None, class_names: Sequence[str]) -> None:
-    """Write masks/, masks.json and overlay.mp4 (module docstring) as the results stream in; `frames` are the
-    video's frames, read in step. Every file appears complete or not at all."""
-    (output_dir / MASKS_DIR).mkdir(parents=True, exist_ok=True)
-    colours = _class_colours(vocabulary) if task == "vps" else None
-    with atomic_open(output_dir / MASKS_JSON, "w") as rle_json, \
-            OverlayVideoWriter(output_dir / OVERLAY_VIDEO, fps=fps) as overlay:
-        # Streamed: the header, then one frame's entry at a time.
-        header = {"source": source, "task": task, "vocabulary": vocabulary}
-        rle_json.write("{" + "".join(f"{json.dumps(k)}: {json.dumps(v)}, " for k, v in header.items()) + '"frames": [')
-        for count, ((index, result), frame) in enumerate(zip(results, frames)):
-            name = frame_names[index] if frame_names else f"{index:05d}"
-            _write_mask_png(output_dir / MASKS_DIR / f"{name}.png", result)
-            rle_json.write((",\n" if count else "\n") + json.dumps(_frame_json(index, name, result, class_names)))
-            overlay.write(_overlay(frame, result, colours))
-        rle_json.write("\n]}\n")
-
-
-def _write_mask_png(path: Path, result: FrameResult) -> None:
-    if result.semantic is None:
-        write_label_png(path, result.id_map())
-        return
-    ids = result.id_map()
-    if result.semantic.max(initial=0) > 255 or ids.max(initial=0) > 65535:
-        raise ValueError(f"{path}: classes above 255 or tracks above 65535 do not fit the R/G/B encoding")
-    rgb = np.stack([result.semantic, ids // 256, ids % 256], -1).astype(np.uint8)
-    with atomic_open(path, "wb") as handle:
-        Image.fromarray(rgb).save(handle, format="PNG")
-
-
-def _frame_json(index: int, name: str, result: FrameResult, class_names: Sequence[str]) -> dict[str, Any]:
-    entry: dict[str, Any] = {"frame_index": index, "name": name, "objects": [
-        {"id": object_id, "class_id": class_id, "class_name": class_name, "score": score, "rle": encode_rle(mask)}
-        for object_id, mask, class_id, class_name, score
-        in zip(result.object_ids, result.masks, result.class_ids, result.class_names, result.scores)
-    ]}
-    if result.semantic is not None:
-        things = result.id_map() > 0
-        stuff = [int(c) for c in np.unique(result.semantic[~things])]
-        entry["stuff"] = [{"class_id": c, "class_name": class_names[c], "rle": encode_rle((result.semantic == c)
-                                                                                            & ~things)}
-                          for c in stuff]
-    return entry
-
-
-def _class_colours(vocabulary: str) -> np.ndarray:
-    """(C, 3) uint8 RGB colour per class: the dataset's own where it has them, else the DAVIS palette."""
-    vocab = get_vocabulary(vocabulary)
-    if vocab.colours is not None:
-        return np.asarray(vocab.colours, np.uint8)
-    return id_colours(np.arange(1, len(vocab.names) + 1))
-
-
-def _overlay(frame: np.ndarray, result: FrameResult, class_colours: np.ndarray | None) -> np.ndarray:
-    """The frame with the result drawn over it: VPS stuff tinted with its class colour, objects and things
-    blended and outlined, with a legend."""
-    ids = result.id_map()
-    if result.semantic is not None:
-        frame = frame.copy()
-        stuff = ids == 0
-        frame[stuff] = (0.5 * class_colours[result.semantic[stuff]] + 0.5 * frame[stuff]).astype(np.uint8)
-    labels = {}
-    for object_id, class_name, score in zip(result.object_ids, result.class_names, result.scores):
-        text = class_name if class_name is not None else "object"
-        labels[object_id] = text if score is None else f"{text} {score:.2f}"
-    return draw_overlay(frame, ids, labels)
 
 
 if __name__ == "__main__":

@@ -12,21 +12,23 @@ so a clip is never held at full resolution as a whole.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from torch import Tensor
 
 from tarvis_fast.model.neck import WINDOW_PIXELS
-from tarvis_fast.model.tarvis import padded_size  # the model pads; this is its rule, re-exported
+from tarvis_fast.model.tarvis import (
+    padded_size,  # the model pads; this is its rule, re-exported
+)
+from tarvis_fast.resize import min_dim_size, resize_frames, resize_masks
 
 LOGIT_STRIDE = 4       # mask logits come at 1/4 of the padded input size
+SUPPRESSED_LOGIT = -1e3  # the original's "minus infinity" (a true -inf misbehaves in float16)
 DEFAULT_MAX_ELEMENTS = 1 << 25  # upsampled floats held at once by the chunked chain (128 MiB in float32)
 
 
@@ -79,16 +81,6 @@ def clip_schedule(num_frames: int, clip_length: int, overlap: int, first_frame: 
 
 # ----------------------------------------------------------------------------------------------- resizing
 
-def min_dim_size(height: int, width: int, min_dim: int, max_dim: int) -> tuple[int, int]:
-    """The original's "min_dim" resize: shorter side := min_dim unless the longer side would exceed max_dim,
-    then longer side := max_dim. Rounding is Python's `round()` (half to even), as in the original."""
-    lower, higher = float(min(height, width)), float(max(height, width))
-    scale = min_dim / lower
-    if higher * scale > max_dim:
-        scale = max_dim / higher
-    return round(scale * height), round(scale * width)
-
-
 @dataclass(frozen=True)
 class FrameGeometry:
     """Sizes (height, width) of one video's frames along the inference path.
@@ -127,23 +119,16 @@ class FrameGeometry:
     # -- frames and reference masks into the network ------------------------------------------------------
 
     def resize_frames(self, frames: np.ndarray) -> np.ndarray:
-        """(T, H, W, 3) uint8 -> (T, h, w, 3) uint8, cv2 INTER_LINEAR per frame as the original's loader."""
+        """(T, H, W, 3) uint8 -> (T, h, w, 3) uint8 (`tarvis_fast.resize.resize_frames`)."""
         if frames.ndim != 4 or tuple(frames.shape[1:3]) != self.original:
             raise ValueError(f"frames must be (T, {self.original[0]}, {self.original[1]}, C), got {frames.shape}")
-        if self.resized == self.original:
-            return frames
-        h, w = self.resized
-        return np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) for f in frames])
+        return resize_frames(frames, self.resized)
 
     def resize_masks(self, masks: np.ndarray) -> np.ndarray:
-        """(N, H, W) binary -> (N, h, w) bool: INTER_LINEAR on float32, then > 0.5 (the original's mask resize)."""
+        """(N, H, W) binary -> (N, h, w) bool (`tarvis_fast.resize.resize_masks`)."""
         if masks.ndim != 3 or tuple(masks.shape[1:]) != self.original:
             raise ValueError(f"masks must be (N, {self.original[0]}, {self.original[1]}), got {masks.shape}")
-        if self.resized == self.original:
-            return masks.astype(bool)
-        h, w = self.resized
-        resized = [cv2.resize(m.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > 0.5 for m in masks]
-        return np.stack(resized) if resized else np.zeros((0, h, w), bool)
+        return resize_masks(masks, self.resized)
 
     def pad(self, x: Tensor, value: float) -> Tensor:
         """(..., h, w) -> (..., Hp, Wp), padded right and bottom with `value` (128 for images, 0 for masks)."""
@@ -262,3 +247,45 @@ def argmax_at_original(logits: Tensor, geometry: FrameGeometry, max_elements: in
                 best = torch.where(better, values, best)
                 best_index = torch.where(better, index, best_index)
         yield t, best, best_index
+
+
+# ----------------------------------------------------------------------------------------------- checks shared by the accumulators
+
+def check_num_frames(num_frames: int) -> None:
+    if not isinstance(num_frames, numbers.Integral) or num_frames < 1:
+        raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
+
+
+def check_clip(clip: Clip, num_frames: int, length: int, what: str) -> None:
+    if clip.stop > num_frames:
+        raise ValueError(f"clip {clip.index} ends at frame {clip.stop - 1}, past the video's last frame "
+                         f"{num_frames - 1}")
+    if length != len(clip):
+        raise ValueError(f"{what} has {length} frames but clip {clip.index} has {len(clip)} "
+                         f"(frames {clip.start}..{clip.stop - 1})")
+
+
+def check_follows(clip: Clip, previous_stop: int | None) -> None:
+    """Clips must arrive in schedule order: each overlaps exactly the frames the previous one left open."""
+    if previous_stop is None:
+        if clip.num_overlap:
+            raise ValueError(f"clip {clip.index} overlaps a previous clip that was never added")
+    elif clip.start + clip.num_overlap != previous_stop:
+        raise ValueError(f"clip {clip.index} (frames {clip.start}..{clip.stop - 1}, {clip.num_overlap} overlapping) "
+                         f"does not follow the previous clip, which ended at frame {previous_stop - 1}: add clips "
+                         "in schedule order")
+
+
+def check_logits_size(what: str, shape: Sequence[int], geometry: FrameGeometry) -> None:
+    if tuple(shape[-2:]) != geometry.logits_size:
+        raise ValueError(f"{what} is {tuple(shape)}, but this video's logits are {geometry.logits_size} "
+                         f"(padded input {geometry.padded} / 4)")
+
+
+@dataclass
+class HeldClip:
+    """What an accumulator keeps of the latest clip between calls."""
+
+    logits: Tensor          # (N, T', h, w) float32: the latest clip's logits on its frames that are not final yet
+    frames: range           # the T' video frames of `logits`
+    ids: list[int]          # track or object id of each of the N rows

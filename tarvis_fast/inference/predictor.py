@@ -11,7 +11,8 @@
 Frames stream in a clip at a time and results stream out as they become final: VOS/PET frames clip by clip,
 VIS and VPS frames once the whole video is seen (a track's class is averaged over all its clips), then lazily.
 The clip schedule needs the number of frames up front: a video file is counted by decoding it once without
-converting the frames, and a plain iterator is first spooled to a temporary folder on disk.
+converting the frames, and a plain iterator is first spooled to a temporary folder on disk. Each result carries
+its frame (`result.image`), read once for the network (VIS, whose results come at the end, reads them again).
 
 Each task takes a benchmark's inference settings (clip length, overlap, resize; SPEC §4): vos DAVIS's, pet
 BURST's, vis/vps those of the vocabulary's dataset; `clip_length`, `frame_overlap`, `min_dim` and
@@ -22,8 +23,8 @@ from __future__ import annotations
 import itertools
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,51 +34,30 @@ import torch
 from torch import nn
 
 from tarvis_fast.config import Config, load_config
+from tarvis_fast.datasets import vocabularies
+from tarvis_fast.datasets import vocabulary as get_vocabulary
 from tarvis_fast.formats.rle import decode_rle
-from tarvis_fast.inference.accumulate import PanopticFrame, VisTrack, VosFrame
-from tarvis_fast.inference.benchmarks import ObjectReference
-from tarvis_fast.inference.runner import ClipRunner, ClipSettings, TaskSpec, VisTask, VosTask, VpsTask
-from tarvis_fast.inference.video import FrameInput, open_frames
-from tarvis_fast.inference.vocabularies import vocabulary as get_vocabulary
+from tarvis_fast.inference.accumulate import PanopticFrame, VisTrack
+from tarvis_fast.inference.propagation import VosFrame
+from tarvis_fast.inference.runner import (
+    ClipRunner,
+    ClipSettings,
+    Request,
+    VisRequest,
+    VosRequest,
+    VpsRequest,
+)
+from tarvis_fast.inference.sequences import ObjectReference
+from tarvis_fast.inference.video import FrameInput, FrameResult, open_frames
 from tarvis_fast.model.build import load_model
+from tarvis_fast.tasks import Task
 
-TASKS = ("vos", "pet", "vis", "vps")
-SETTINGS_DATASET = {"vos": "DAVIS", "pet": "BURST"}  # whose inference settings vos/pet take
-VOCABULARIES = {"vis": ("youtube_vis", "ovis"), "vps": ("kitti_step", "cityscapes_vps", "vipseg")}
+TASKS = tuple(task.short_name for task in Task)  # what `segment(task=...)` and `--task` take
+SETTINGS_DATASET = {Task.VOS: "DAVIS", Task.PET: "BURST"}  # whose inference settings vos/pet take
+VOCABULARIES = {task: tuple(vocabularies(task)) for task in (Task.VIS, Task.VPS)}  # vis/vps: their class sets
 
 MaskInput = np.ndarray | Mapping[int, np.ndarray]
 PointInput = tuple[float, float] | tuple[int, tuple[float, float]]
-
-
-@dataclass(frozen=True)
-class FrameResult:
-    """What the predictor found in one frame.
-
-    object_ids: one per mask: VOS/PET the object ids given; VIS the rank (1 = best) of the (track, class) pair in
-        the video's top-K (a track may be chosen with two classes, as the benchmark's results files do); VPS the
-        track ids of the painted thing segments.
-    masks: (N, H, W) bool, in `object_ids` order. Masks of one frame may overlap (VIS pairs of different
-        classes; VOS on an overlap frame, where two clips' masks meet); `id_map()` paints later ones on top.
-    class_ids: 0-based class index in the vocabulary (VIS, VPS); None for VOS/PET.
-    class_names: the vocabulary's name of each class; None for VOS/PET.
-    scores: VIS the pair's score; None otherwise.
-    semantic: VPS only: (H, W) int32 class index of every pixel, stuff and things; None otherwise.
-    """
-
-    frame_index: int
-    object_ids: list[int]
-    masks: np.ndarray
-    class_ids: list[int | None]
-    class_names: list[str | None]
-    scores: list[float | None]
-    semantic: np.ndarray | None = None
-
-    def id_map(self) -> np.ndarray:
-        """(H, W) int32: the id of the last mask covering each pixel, 0 where none does."""
-        ids = np.zeros(self.masks.shape[1:], np.int32)
-        for object_id, mask in zip(self.object_ids, self.masks):
-            ids[mask] = object_id
-        return ids
 
 
 class VideoPredictor:
@@ -118,15 +98,16 @@ class VideoPredictor:
     def device(self) -> torch.device:
         return self.runner.device
 
-    def segment(self, frames: FrameInput, task: str = "vos", *, masks: Mapping[int, MaskInput] | None = None,
-                points: Mapping[int, PointInput] | None = None, vocabulary: str | None = None,
-                clip_length: int | None = None, frame_overlap: int | None = None, min_dim: int | None = None,
-                disable_resize: bool = False, consistent_final_clip: bool = True,
+    def segment(self, frames: FrameInput, task: str | Task = "vos", *,
+                masks: Mapping[int, MaskInput] | None = None, points: Mapping[int, PointInput] | None = None,
+                vocabulary: str | None = None, clip_length: int | None = None, frame_overlap: int | None = None,
+                min_dim: int | None = None, disable_resize: bool = False, consistent_final_clip: bool = True,
                 reuse_points_on_overlap: bool = False) -> Iterator[tuple[int, FrameResult]]:
-        """Segment a video; yields (frame index, FrameResult) for every frame, in order.
+        """Segment a video; yields (frame index, FrameResult) for every frame, in order, each result holding its
+        frame (`result.image`), so that nothing needs to decode the video again.
 
         task: "vos" (objects given by `masks`), "pet" (objects given by `points`), "vis" or "vps" (the classes of
-            `vocabulary`: youtube_vis | ovis for vis, kitti_step | cityscapes_vps | vipseg for vps).
+            `vocabulary`: youtube_vis | ovis for vis, kitti_step | cityscapes_vps | vipseg for vps); or a `Task`.
         masks: {frame index: (H, W) integer id map (0 = background) or {object id: (H, W) bool mask}}. An object
             first given on a later frame joins there; one given again is re-anchored to that mask.
         points: {object id: (x, y)} on frame 0, or {object id: (frame index, (x, y))}, in pixels.
@@ -135,45 +116,47 @@ class VideoPredictor:
             shorter than a clip without masks (a warning says so).
         reuse_points_on_overlap: pet: a point on a frame that two clips share is used in the first clip only (the
             default for your videos); True reproduces the original, which gives it to the second clip as well,
-            beside the object's propagated mask (`VosTask`).
+            beside the object's propagated mask (`VosRequest`).
         """
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        task = Task.parse(task)
         dataset = self._settings_dataset(task, vocabulary)
         inference = self.cfg.datasets[dataset].inference
         settings = ClipSettings.from_config(inference, clip_length=clip_length, frame_overlap=frame_overlap,
                                             min_dim=min_dim, disable_resize=disable_resize)
-        stream, num_frames = _counted(frames)
+        video = _CountedFrames(frames)
+        stream = video.read()
         first = next(stream, None)
         if first is None:
             raise ValueError("frames: the video has no frames")
         size = first.shape[:2]
         stream = itertools.chain([first], stream)
 
-        spec: TaskSpec
-        if task in ("vos", "pet"):
-            references = _references(task, masks, points, num_frames, size)
-            spec = VosTask(references, consistent_final_clip, reuse_points_on_overlap)
+        request: Request
+        if task.guided_by_objects:
+            references = _references(task, masks, points, video.count, size)
+            request = VosRequest(references, consistent_final_clip, reuse_points_on_overlap)
         else:
             for name, value in (("masks", masks), ("points", points)):
                 if value:
-                    raise ValueError(f"task {task!r} takes no {name}; they are for vos / pet")
-            if task == "vis":
-                spec = VisTask.from_config(dataset, inference)
+                    raise ValueError(f"task {task.short_name!r} takes no {name}; they are for vos / pet")
+            if task is Task.VIS:
+                request = VisRequest.from_config(dataset, inference)
             else:
-                spec = VpsTask.from_config(dataset, get_vocabulary(dataset).thing_classes, inference)
-        results = self.runner.run(stream, num_frames, size, spec, settings)
-        return self._frame_results(results, task, dataset, num_frames, size)
+                request = VpsRequest.from_config(dataset, get_vocabulary(dataset).thing_classes, inference)
+        if task is Task.VIS:
+            return self._vis_results(video, stream, size, request, settings, dataset)
+        return self._streamed_results(video, stream, size, request, settings, task, dataset)
 
-    def _settings_dataset(self, task: str, vocabulary: str | None) -> str:
+    def _settings_dataset(self, task: Task, vocabulary: str | None) -> str:
         """The config dataset whose inference settings (and, for vis/vps, semantic queries) the task uses."""
         if task in SETTINGS_DATASET:
             if vocabulary is not None:
-                raise ValueError(f"task {task!r} is class-agnostic and takes no vocabulary")
+                raise ValueError(f"task {task.short_name!r} is class-agnostic and takes no vocabulary")
             return SETTINGS_DATASET[task]
         choices = VOCABULARIES[task]
         if vocabulary is None or vocabulary.lower() not in choices:
-            raise ValueError(f"task {task!r} needs vocabulary= one of {', '.join(choices)}, got {vocabulary!r}")
+            raise ValueError(f"task {task.short_name!r} needs vocabulary= one of {', '.join(choices)}, got "
+                             f"{vocabulary!r}")
         dataset = vocabulary.upper()
         known = getattr(self.runner.model, "datasets", None)
         if known is not None and dataset not in known:
@@ -181,65 +164,80 @@ class VideoPredictor:
                              f"{', '.join(known) or 'none'})")
         return dataset
 
-    @staticmethod
-    def _frame_results(results: Iterator[VisTrack | PanopticFrame | VosFrame], task: str, dataset: str,
-                       num_frames: int, size: tuple[int, int]) -> Iterator[tuple[int, FrameResult]]:
-        if task in ("vos", "pet"):
-            for frame in results:
-                yield frame.frame_index, _vos_frame(frame)
-        elif task == "vps":
-            names = get_vocabulary(dataset).names
-            for frame in results:
-                yield frame.frame_index, _panoptic_frame(frame, names)
-        else:
-            names = get_vocabulary(dataset).names
-            tracks = list(results)  # VIS results are whole tracks (at most tracks_per_video), all at the video's end
-            for frame in range(num_frames):
-                yield frame, _vis_frame(frame, tracks, names, size)
+    def _streamed_results(self, video: _CountedFrames, stream: Iterator[np.ndarray], size: tuple[int, int],
+                          request: Request, settings: ClipSettings, task: Task,
+                          dataset: str) -> Iterator[tuple[int, FrameResult]]:
+        """VOS/PET/VPS: results follow the frames by at most a clip, so each frame is held until its result."""
+        held: deque[np.ndarray] = deque()   # frames read by the runner whose results are not out yet
+        first_held = 0                      # the frame index of held[0]
+
+        def read_and_hold() -> Iterator[np.ndarray]:
+            for frame in stream:
+                held.append(frame)
+                yield frame
+
+        names = get_vocabulary(dataset).names if task is Task.VPS else ()
+        for frame in self.runner.run(read_and_hold(), video.count, size, request, settings):
+            while first_held < frame.frame_index:  # frames before the first reference have no result of their own
+                held.popleft()
+                first_held += 1
+            image = held.popleft()
+            first_held += 1
+            result = _panoptic_frame(frame, names, image) if task is Task.VPS else _vos_frame(frame, image)
+            yield frame.frame_index, result
+
+    def _vis_results(self, video: _CountedFrames, stream: Iterator[np.ndarray], size: tuple[int, int],
+                     request: Request, settings: ClipSettings, dataset: str) -> Iterator[tuple[int, FrameResult]]:
+        """VIS: the video's tracks are known at its end; the frames are then read again for their results."""
+        tracks = list(self.runner.run(stream, video.count, size, request, settings))  # at most tracks_per_video
+        names = get_vocabulary(dataset).names
+        for index, image in enumerate(video.read()):
+            yield index, _vis_frame(index, tracks, names, image)
 
 
 # ============================================================================================== results per frame
 
-def _vos_frame(frame: VosFrame) -> FrameResult:
+def _vos_frame(frame: VosFrame, image: np.ndarray) -> FrameResult:
     ids = list(frame.masks)
     masks = np.stack(list(frame.masks.values())) if ids else np.zeros((0, *frame.size), bool)
     none = [None] * len(ids)
-    return FrameResult(frame.frame_index, ids, masks, none, none, none)
+    return FrameResult(frame.frame_index, ids, masks, none, none, none, image=image)
 
 
-def _vis_frame(frame: int, tracks: Sequence[VisTrack], names: Sequence[str], size: tuple[int, int]) -> FrameResult:
+def _vis_frame(frame: int, tracks: Sequence[VisTrack], names: Sequence[str], image: np.ndarray) -> FrameResult:
     present = [(rank, track) for rank, track in enumerate(tracks, 1) if track.segmentations[frame] is not None]
     masks = [decode_rle(track.segmentations[frame]) for _, track in present]
     classes = [track.category_id - 1 for _, track in present]  # results files count classes from 1
     return FrameResult(
         frame_index=frame,
         object_ids=[rank for rank, _ in present],
-        masks=np.stack(masks) if masks else np.zeros((0, *size), bool),
+        masks=np.stack(masks) if masks else np.zeros((0, *image.shape[:2]), bool),
         class_ids=classes,
         class_names=[names[c] for c in classes],
         scores=[track.score for _, track in present],
+        image=image,
     )
 
 
-def _panoptic_frame(frame: PanopticFrame, names: Sequence[str]) -> FrameResult:
+def _panoptic_frame(frame: PanopticFrame, names: Sequence[str], image: np.ndarray) -> FrameResult:
     ids = sorted(frame.segments)
     masks = np.stack([frame.instance == i for i in ids]) if ids else np.zeros((0, *frame.semantic.shape), bool)
     classes = [frame.segments[i] for i in ids]
     return FrameResult(frame.frame_index, ids, masks, classes, [names[c] for c in classes], [None] * len(ids),
-                       semantic=frame.semantic)
+                       semantic=frame.semantic, image=image)
 
 
 # ============================================================================================== inputs
 
-def _references(task: str, masks: Mapping[int, MaskInput] | None, points: Mapping[int, PointInput] | None,
+def _references(task: Task, masks: Mapping[int, MaskInput] | None, points: Mapping[int, PointInput] | None,
                 num_frames: int, size: tuple[int, int]) -> list[ObjectReference]:
     """The user's masks (vos) or points (pet) as object references; errors name the argument and entry."""
-    given, other = ("masks", "points") if task == "vos" else ("points", "masks")
-    if not (masks if task == "vos" else points):
-        raise ValueError(f"task {task!r} needs {given}=")
-    if masks if task == "pet" else points:
-        raise ValueError(f"task {task!r} takes {given}, not {other}")
-    if task == "vos":
+    given, other = ("masks", "points") if task is Task.VOS else ("points", "masks")
+    if not (masks if task is Task.VOS else points):
+        raise ValueError(f"task {task.short_name!r} needs {given}=")
+    if masks if task is Task.PET else points:
+        raise ValueError(f"task {task.short_name!r} takes {given}, not {other}")
+    if task is Task.VOS:
         return [ref for frame, value in _items(masks, "masks") for ref in _mask_references(frame, value, num_frames,
                                                                                             size)]
     return [_point_reference(object_id, value, num_frames, size) for object_id, value in _items(points, "points")]
@@ -318,27 +316,34 @@ def count_video_frames(path: Path) -> int:
     return count
 
 
-def _counted(frames: FrameInput) -> tuple[Iterator[np.ndarray], int]:
-    """(frame iterator, number of frames) for any input `open_frames` takes."""
-    stream = open_frames(frames)
-    if stream.num_frames is not None:
-        return stream.frames, stream.num_frames
-    if isinstance(frames, (str, os.PathLike)):  # a video file
-        return stream.frames, count_video_frames(Path(frames))
-    return _spooled(stream.frames)
+class _CountedFrames:
+    """The user's frames with their number known up front (the clip schedule needs it), readable more than once.
 
+    A folder or a sequence of arrays is counted as it is; a video file by decoding it once without converting the
+    frames (containers' frame counts are estimates); a plain iterator is first spooled to a temporary folder on
+    disk (raw .npy), which goes when this object does.
+    """
 
-def _spooled(frames: Iterable[np.ndarray]) -> tuple[Iterator[np.ndarray], int]:
-    """Write an iterator's frames to a temporary folder (raw .npy), then read them back one at a time; the folder
-    goes when the returned iterator is exhausted or collected."""
-    folder = tempfile.TemporaryDirectory(prefix="tarvis-frames-")
-    count = 0
-    for count, frame in enumerate(frames, 1):
-        np.save(Path(folder.name) / f"{count - 1:08d}.npy", frame)
+    def __init__(self, frames: FrameInput) -> None:
+        stream = open_frames(frames)
+        self._frames, self._spool = frames, None
+        if stream.num_frames is not None:
+            self.count = stream.num_frames
+        elif isinstance(frames, (str, os.PathLike)):  # a video file
+            self.count = count_video_frames(Path(frames))
+        else:
+            self._spool = tempfile.TemporaryDirectory(prefix="tarvis-frames-")
+            self.count = 0
+            for self.count, frame in enumerate(stream.frames, 1):
+                np.save(Path(self._spool.name) / f"{self.count - 1:08d}.npy", frame)
+        self._unread: Iterator[np.ndarray] | None = stream.frames if self._spool is None else None
 
-    def read() -> Iterator[np.ndarray]:
-        with folder:
-            for index in range(count):
-                yield np.load(Path(folder.name) / f"{index:08d}.npy")
-
-    return read(), count
+    def read(self) -> Iterator[np.ndarray]:
+        """The frames, (H, W, 3) uint8 RGB, from the first; the first call reuses the stream that counted them."""
+        if self._unread is not None:
+            stream, self._unread = self._unread, None
+            return stream
+        if self._spool is not None:
+            folder = Path(self._spool.name)
+            return (np.load(folder / f"{index:08d}.npy") for index in range(self.count))
+        return open_frames(self._frames).frames

@@ -2,7 +2,7 @@
 
     runner = ClipRunner(model, device="cuda", amp=True, compile=True)
     settings = ClipSettings.from_config(cfg.datasets["DAVIS"].inference)
-    for frame in runner.run(frames, num_frames=50, size=(480, 854), task=VosTask(references), settings=settings):
+    for frame in runner.run(frames, num_frames=50, size=(480, 854), request=VosRequest(references), settings=settings):
         ...   # VosFrame / VisTrack / PanopticFrame, as soon as the accumulator makes them final
 
 The benchmark CLI and `VideoPredictor` both run videos through `ClipRunner.run`; only what feeds it and what
@@ -10,21 +10,10 @@ consumes its results differ.
 
 Per clip of the schedule (`clip_schedule`): the clip's frames are read from the stream (frames before the first
 clip are read and dropped; a clip's overlap frames are kept from the previous clip, already resized), resized by
-the task's `ImagesResizer`, the network runs on them under `torch.inference_mode()` (and bf16 autocast with
-`amp`), and the accumulator stitches its output. Memory stays bounded on long videos: one clip of resized frames,
-the accumulator's state (see `accumulate.py`) and nothing at full resolution beyond a frame at a time.
-
-VOS/PET, per clip, as the original's `TarvisInferenceModel` (SPEC §6.3):
-- a reference (`ObjectReference`) is given to every clip whose frames hold it, as in the original's loader (a
-  reference on an overlap frame is given to both clips);
-- the previous clip's surviving objects become *mask* objects (PET point objects too, quirk 7) with their
-  propagated masks on the overlap frames; a ground-truth mask replaces the propagated one on its own frame;
-- new objects follow the survivors: mask references, then point references, each in frame order (the model's
-  object order); by default (`VosTask.reuse_points_on_overlap`) a point also makes a point object for a
-  survivor, as the original;
-- the object encoder's reference frames are the overlap frames and every reference frame of the clip;
-- a clip with no object left and none new is skipped (`VosAccumulator.skip_clip`), and tracking restarts at the
-  next reference, as the original's `AllObjectsLostException` path.
+the request's `ImagesResizer`, the network runs on them under `torch.inference_mode()` (and bf16 autocast with
+`amp`), and the task's accumulator stitches its output. Memory stays bounded on long videos: one clip of resized
+frames, the accumulator's state (see `accumulate.py`, `propagation.py`) and nothing at full resolution beyond a
+frame at a time. Which objects a VOS/PET clip segments is `propagation.clip_objects`'s business.
 """
 from __future__ import annotations
 
@@ -37,7 +26,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -45,19 +33,27 @@ from tqdm import tqdm
 
 from tarvis_fast.config import DatasetInferenceConfig
 from tarvis_fast.inference.accumulate import (
-    ObjectClip,
     PanopticFrame,
-    Propagation,
     VisAccumulator,
     VisTrack,
-    VosAccumulator,
-    VosFrame,
     VpsAccumulator,
 )
-from tarvis_fast.inference.benchmarks import ObjectReference
-from tarvis_fast.inference.clips import Clip, FrameGeometry, ImagesResizer, clip_schedule
-from tarvis_fast.model.object_encoder import ObjectReferences
-from tarvis_fast.model.outputs import InstancePrediction, ObjectPrediction, Task
+from tarvis_fast.inference.clips import (
+    Clip,
+    FrameGeometry,
+    ImagesResizer,
+    clip_schedule,
+)
+from tarvis_fast.inference.propagation import (
+    ObjectClip,
+    VosAccumulator,
+    VosFrame,
+    check_references,
+    clip_objects,
+)
+from tarvis_fast.inference.sequences import ObjectReference
+from tarvis_fast.model.outputs import InstancePrediction, ObjectPrediction
+from tarvis_fast.tasks import Task
 
 Result = VisTrack | PanopticFrame | VosFrame
 
@@ -97,7 +93,7 @@ class ClipSettings:
 
 
 @dataclass(frozen=True)
-class VisTask:
+class VisRequest:
     """Video instance segmentation with `dataset`'s semantic queries (YouTube-VIS, OVIS; SPEC §6.1)."""
 
     dataset: str
@@ -106,13 +102,13 @@ class VisTask:
     score_threshold: float = 0.0
 
     @classmethod
-    def from_config(cls, dataset: str, inference: DatasetInferenceConfig) -> VisTask:
+    def from_config(cls, dataset: str, inference: DatasetInferenceConfig) -> VisRequest:
         return cls(dataset, inference.max_tracks_per_video, inference.max_tracks_per_clip,
                    inference.track_score_threshold)
 
 
 @dataclass(frozen=True)
-class VpsTask:
+class VpsRequest:
     """Video panoptic segmentation with `dataset`'s semantic queries (KITTI-STEP, Cityscapes-VPS, VIPSeg; §6.2)."""
 
     dataset: str
@@ -122,12 +118,12 @@ class VpsTask:
     max_tracks_per_video: int = 1000    # the original's formatters keep at most 1000 tracks
 
     @classmethod
-    def from_config(cls, dataset: str, thing_classes: Sequence[int], inference: DatasetInferenceConfig) -> VpsTask:
+    def from_config(cls, dataset: str, thing_classes: Sequence[int], inference: DatasetInferenceConfig) -> VpsRequest:
         return cls(dataset, tuple(thing_classes), inference.max_tracks_per_clip, inference.track_score_threshold)
 
 
 @dataclass(frozen=True)
-class VosTask:
+class VosRequest:
     """VOS / PET: objects given by references (masks and/or points) on some frames (DAVIS, BURST; SPEC §6.3).
 
     A reference with a mask makes a mask object (its point, if any, is not used); one with only a point a point
@@ -145,7 +141,7 @@ class VosTask:
     reuse_points_on_overlap: bool = True
 
 
-TaskSpec = VisTask | VpsTask | VosTask
+Request = VisRequest | VpsRequest | VosRequest
 
 
 # ============================================================================================== statistics
@@ -233,25 +229,25 @@ class ClipRunner:
             compile_model(self.model, "inductor" if compile is True else compile)
         self.stats = RunStats(device=self.device)
 
-    def run(self, frames: Iterable[np.ndarray], num_frames: int, size: tuple[int, int], task: TaskSpec,
+    def run(self, frames: Iterable[np.ndarray], num_frames: int, size: tuple[int, int], request: Request,
             settings: ClipSettings, *, name: str = "video") -> Iterator[Result]:
         """Results of one video, streamed as they become final.
 
         frames: the video's frames in order, (H, W, 3) uint8 RGB, exactly `num_frames` of them, each of `size`
         (H, W); read lazily, a clip at a time. `name` labels the progress bar and error messages.
-        Yields `VosFrame`s (VosTask) or `VisTrack`s (VisTask) or `PanopticFrame`s (VpsTask).
+        Yields `VosFrame`s (VosRequest) or `VisTrack`s (VisRequest) or `PanopticFrame`s (VpsRequest).
         """
         if not isinstance(num_frames, int) or num_frames < 1:
             raise ValueError(f"{name}: num_frames must be a positive int, got {num_frames!r}")
         geometry = settings.resizer.geometry(*size)
-        if isinstance(task, VosTask):
-            references = list(task.references)  # may be lazy (decoded on iteration): read once
+        if isinstance(request, VosRequest):
+            references = list(request.references)  # may be lazy (decoded on iteration): read once
             check_references(references, num_frames, geometry.original, name)
-            results = self._run_vos(frames, num_frames, geometry, references, task, settings, name)
-        elif isinstance(task, (VisTask, VpsTask)):
-            results = self._run_classes(frames, num_frames, geometry, task, settings, name)
+            results = self._run_vos(frames, num_frames, geometry, references, request, settings, name)
+        elif isinstance(request, (VisRequest, VpsRequest)):
+            results = self._run_classes(frames, num_frames, geometry, request, settings, name)
         else:
-            raise TypeError(f"task must be a VisTask, VpsTask or VosTask, got {type(task).__name__}")
+            raise TypeError(f"request must be a VisRequest, VpsRequest or VosRequest, got {type(request).__name__}")
         return self._timed(results)
 
     def _timed(self, results: Iterator[Result]) -> Iterator[Result]:
@@ -262,47 +258,47 @@ class ClipRunner:
         finally:
             self.stats.seconds += time.perf_counter() - started
 
-    # -- per task --------------------------------------------------------------------------------------------
+    # -- per task -----------------------------------------------------------------------------------------------
 
     @torch.inference_mode()
     def _run_classes(self, frames: Iterable[np.ndarray], num_frames: int, geometry: FrameGeometry,
-                     task: VisTask | VpsTask, settings: ClipSettings, name: str) -> Iterator[Result]:
-        if isinstance(task, VisTask):
+                     request: VisRequest | VpsRequest, settings: ClipSettings, name: str) -> Iterator[Result]:
+        if isinstance(request, VisRequest):
             model_task = Task.VIS
-            accumulator = VisAccumulator(num_frames, geometry, tracks_per_video=task.tracks_per_video,
-                                         max_tracks_per_clip=task.max_tracks_per_clip,
-                                         score_threshold=task.score_threshold)
+            accumulator = VisAccumulator(num_frames, geometry, tracks_per_video=request.tracks_per_video,
+                                         max_tracks_per_clip=request.max_tracks_per_clip,
+                                         score_threshold=request.score_threshold)
         else:
             model_task = Task.VPS
-            accumulator = VpsAccumulator(num_frames, geometry, thing_classes=task.thing_classes,
-                                         max_tracks_per_clip=task.max_tracks_per_clip,
-                                         score_threshold=task.score_threshold,
-                                         max_tracks_per_video=task.max_tracks_per_video)
+            accumulator = VpsAccumulator(num_frames, geometry, thing_classes=request.thing_classes,
+                                         max_tracks_per_clip=request.max_tracks_per_clip,
+                                         score_threshold=request.score_threshold,
+                                         max_tracks_per_video=request.max_tracks_per_video)
         schedule = clip_schedule(num_frames, settings.clip_length, settings.frame_overlap)
         for clip, images in self._clips(frames, num_frames, schedule, geometry, name):
-            prediction = self._forward(images, model_task, dataset=task.dataset)
+            prediction = self._forward(images, model_task, dataset=request.dataset)
             yield from accumulator.add_clip(clip, prediction)
         yield from accumulator.finish()
 
     @torch.inference_mode()
     def _run_vos(self, frames: Iterable[np.ndarray], num_frames: int, geometry: FrameGeometry,
-                 references: list[ObjectReference], task: VosTask, settings: ClipSettings,
+                 references: list[ObjectReference], request: VosRequest, settings: ClipSettings,
                  name: str) -> Iterator[VosFrame]:
-        """`references`: `task.references`, read once and checked."""
+        """`references`: `request.references`, read once and checked."""
         schedule = clip_schedule(num_frames, settings.clip_length, settings.frame_overlap,
                                  first_frame=min(r.frame_index for r in references))
-        if len(schedule) == 1 and not task.consistent_final_clip:
+        if len(schedule) == 1 and not request.consistent_final_clip:
             warnings.warn(f"{name}: the video fits in one clip, and the original's final-clip stitching (the "
                           "default) leaves such a video without masks; pass consistent_final_clip=True "
                           "(--final_clip consistent) to segment it", stacklevel=2)
-        accumulator = VosAccumulator(num_frames, geometry, consistent_final_clip=task.consistent_final_clip)
+        accumulator = VosAccumulator(num_frames, geometry, consistent_final_clip=request.consistent_final_clip)
         for clip, images in self._clips(frames, num_frames, schedule, geometry, name):
             # Frame by frame, as the original's loader lists a clip's references: the order of new objects, which
             # the final-clip quirk's labels and the order of shared-id rows depend on.
             in_clip = sorted((r for r in references if r.frame_index in clip.frames), key=lambda r: r.frame_index)
             propagation = accumulator.propagate(clip, [r.object_id for r in in_clip])
             objects = clip_objects(clip, propagation, in_clip, geometry, self.device,
-                                   reuse_points_on_overlap=task.reuse_points_on_overlap)
+                                   reuse_points_on_overlap=request.reuse_points_on_overlap)
             if objects is None:
                 yield from accumulator.skip_clip(clip)
                 continue
@@ -356,108 +352,3 @@ def _check_frame(frame: np.ndarray, index: int, size: tuple[int, int], name: str
                          f"got {got}")
 
 
-# ============================================================================================== VOS objects per clip
-
-def check_references(references: Sequence[ObjectReference], num_frames: int, size: tuple[int, int],
-                     name: str) -> None:
-    """Raise ValueError naming the object when a reference does not fit the video."""
-    if not references:
-        raise ValueError(f"{name}: VOS/PET needs at least one object reference (a mask or a point)")
-    seen: set[tuple[int, int]] = set()
-    for ref in references:
-        where = f"{name}: object {ref.object_id} at frame {ref.frame_index}"
-        if (ref.object_id, ref.frame_index) in seen:
-            raise ValueError(f"{where}: given twice")
-        seen.add((ref.object_id, ref.frame_index))
-        if not 0 <= ref.frame_index < num_frames:
-            raise ValueError(f"{where}: the video has frames 0..{num_frames - 1}")
-        if ref.mask is not None:
-            if ref.mask.shape != size:
-                raise ValueError(f"{where}: mask is {ref.mask.shape}, the video's frames are {size}")
-            if not ref.mask.any():
-                raise ValueError(f"{where}: mask is empty")
-        elif not (0 <= ref.point[0] < size[0] and 0 <= ref.point[1] < size[1]):
-            raise ValueError(f"{where}: point (y, x) = {ref.point} lies outside the {size[0]}x{size[1]} frame")
-
-
-@dataclass(frozen=True)
-class ClipObjects:
-    """The objects of one VOS/PET clip: what the network takes and what the accumulator needs."""
-
-    references: ObjectReferences    # for the model: mask objects, then point objects
-    object_ids: list[int]           # one per object, in the model's order; an id may be both a mask and a point
-    reference_frames: dict[int, int]  # object id -> video frame of its reference in this clip
-
-
-def clip_objects(clip: Clip, propagation: Propagation, references: Sequence[ObjectReference],
-                 geometry: FrameGeometry, device: torch.device, *, reuse_points_on_overlap: bool,
-                 ) -> ClipObjects | None:
-    """Build one clip's objects (on `device`) from the survivors of the previous clip and the references on the
-    clip's frames (module docstring); None when there is no object to segment."""
-    survivors = propagation.object_ids
-    mask_refs = [r for r in references if r.mask is not None]
-    mask_ids = list(dict.fromkeys([*survivors, *(r.object_id for r in mask_refs)]))
-    # A point on an overlap frame comes back in the next clip, where its object has (usually) survived as a mask
-    # object. Quirk: the original (TarvisInferenceModel.initialize_vos_queries) makes a point object of every
-    # point of the clip, survivor or not, so such an object gets a second query group. Its two rows share the id;
-    # in a frame where the point row wins any pixel, the object's mask is the point row's pixels alone, and the
-    # point row's masks are what propagates unless it is empty on every overlap frame (see VosAccumulator).
-    # reuse_points_on_overlap=False uses a point only where its object is not a survivor. Either way an object
-    # given a mask in this clip gets no point object, and one given several points gets one, from the first
-    # (the benchmarks give one point per object).
-    mask_ref_ids = {r.object_id for r in mask_refs}
-    first_points: dict[int, ObjectReference] = {}  # object id -> its point reference, in the model's order
-    for ref in references:
-        if ref.mask is None and ref.object_id not in mask_ref_ids and (
-                reuse_points_on_overlap or ref.object_id not in survivors):
-            first_points.setdefault(ref.object_id, ref)
-    point_ids = list(first_points)
-    if not mask_ids and not point_ids:
-        return None
-    frames = sorted({*propagation.frames, *(r.frame_index for r in references)})
-    column = {frame: i for i, frame in enumerate(frames)}
-
-    masks = mask_frames = None
-    if mask_ids:
-        row = {object_id: i for i, object_id in enumerate(mask_ids)}
-        masks = torch.zeros(1, len(mask_ids), len(frames), *geometry.padded, dtype=torch.bool, device=device)
-        overlap_columns = [column[f] for f in propagation.frames]
-        for object_id, propagated in zip(survivors, propagation.masks):
-            masks[0, row[object_id], overlap_columns] = propagated.to(device)
-        for ref in mask_refs:  # ground truth replaces the propagated mask on its frame
-            masks[0, row[ref.object_id], column[ref.frame_index]] = reference_mask(ref.mask, geometry).to(device)
-        mask_frames = torch.tensor([f - clip.start for f in frames], dtype=torch.int64)
-
-    points = point_frames = None
-    if point_ids:
-        height, width = geometry.original
-        chosen = list(first_points.values())
-        # The original's normalisation: pixel centres, relative to the frame (SPEC §6.3).
-        points = torch.tensor([[((r.point[0] + 0.5) / height, (r.point[1] + 0.5) / width) for r in chosen]],
-                              dtype=torch.float32, device=device).clamp(0, 1)
-        point_frames = torch.tensor([[r.frame_index - clip.start for r in chosen]], dtype=torch.int64,
-                                    device=device)
-
-    object_ids = mask_ids + point_ids
-    # As the original, every object with a reference in this clip has its logits before that frame suppressed.
-    # With two references in one clip the earliest counts (the original keeps the latest, which would blank the
-    # object on its own earlier reference frame).
-    reference_frames: dict[int, int] = {}
-    for ref in references:
-        if ref.object_id in object_ids:
-            reference_frames[ref.object_id] = min(ref.frame_index, reference_frames.get(ref.object_id, ref.frame_index))
-    return ClipObjects(ObjectReferences(masks=masks, mask_frames=mask_frames, points=points,
-                                        point_frames=point_frames), object_ids, reference_frames)
-
-
-def reference_mask(mask: np.ndarray, geometry: FrameGeometry) -> Tensor:
-    """(H, W) bool at the video's resolution -> (Hp, Wp) bool at the padded input size (resized as the original,
-    padded with zeros). A mask too small to survive the resize keeps the one pixel it covers most, so that the
-    object still has a reference."""
-    resized = geometry.resize_masks(mask[None])[0]
-    if not resized.any():
-        h, w = geometry.resized
-        coverage = cv2.resize(mask.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
-        resized = np.zeros((h, w), bool)
-        resized[np.unravel_index(np.argmax(coverage), coverage.shape)] = True
-    return geometry.pad(torch.from_numpy(np.ascontiguousarray(resized)), value=0)

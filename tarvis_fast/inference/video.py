@@ -1,22 +1,34 @@
-"""The user's own videos: frames in from a video file, a folder of images, arrays or an iterator; overlay
-videos out.
+"""The user's own videos: frames in from a video file, a folder of images, arrays or an iterator; per-frame
+results (`FrameResult`) out as mask PNGs, an RLE JSON and an overlay video.
 
-Frames are streamed: nothing here holds the whole video in memory.
+Frames are streamed: nothing here holds the whole video in memory. What `write_video_outputs` writes into a folder:
+- `masks/<frame>.png`: vos/pet/vis a palette PNG of object ids (vis: the rank of the (track, class) pair), vps an
+  RGB PNG with R = class index, G * 256 + B = track id (the KITTI-STEP encoding);
+- `masks.json` (`read_masks_json`): per frame, each object's id, class and score and its mask as COCO RLE (vps: also
+  each stuff class);
+- `overlay.mp4`: the frames with the masks blended in and a legend of ids and class names.
 """
 from __future__ import annotations
 
+import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
+from PIL import Image
 
-from tarvis_fast.formats.davis import DAVIS_PALETTE
+from tarvis_fast.datasets import vocabulary as get_vocabulary
+from tarvis_fast.formats.atomic import PendingFile, atomic_open
+from tarvis_fast.formats.davis import DAVIS_PALETTE, write_label_png
+from tarvis_fast.formats.jsonfile import json_field, json_list, read_json
+from tarvis_fast.formats.rle import decode_rle, encode_rle
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+MASKS_DIR, MASKS_JSON, OVERLAY_VIDEO = "masks", "masks.json", "overlay.mp4"
 
 FrameInput = str | os.PathLike | Sequence[np.ndarray] | Iterable[np.ndarray]
 
@@ -148,16 +160,14 @@ class OverlayVideoWriter:
         self.path = Path(path)
         self.fps = fps
         self._writer: cv2.VideoWriter | None = None
-        self._tmp: Path | None = None
+        self._pending: PendingFile | None = None
 
     def write(self, frame: np.ndarray) -> None:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=self.path.suffix)
-            os.close(fd)
-            self._tmp = Path(tmp)
+            self._pending = PendingFile(self.path)
             fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
-            self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, (frame.shape[1], frame.shape[0]))
+            self._writer = cv2.VideoWriter(str(self._pending.tmp), fourcc, self.fps, (frame.shape[1], frame.shape[0]))
             if not self._writer.isOpened():
                 raise RuntimeError(f"cannot write video {self.path} (codec unavailable?)")
         self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
@@ -167,14 +177,146 @@ class OverlayVideoWriter:
             return
         self._writer.release()
         self._writer = None
-        assert self._tmp is not None
         if keep:
-            os.replace(self._tmp, self.path)
+            self._pending.commit()
         else:
-            self._tmp.unlink(missing_ok=True)
+            self._pending.discard()
 
     def __enter__(self) -> OverlayVideoWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close(keep=exc_type is None)
+
+
+# ============================================================================================== results and outputs
+
+@dataclass(frozen=True)
+class FrameResult:
+    """What the predictor found in one frame.
+
+    object_ids: one per mask: VOS/PET the object ids given; VIS the rank (1 = best) of the (track, class) pair in
+        the video's top-K (a track may be chosen with two classes, as the benchmark's results files do); VPS the
+        track ids of the painted thing segments.
+    masks: (N, H, W) bool, in `object_ids` order. Masks of one frame may overlap (VIS pairs of different
+        classes; VOS on an overlap frame, where two clips' masks meet); `id_map()` paints later ones on top.
+    class_ids: 0-based class index in the vocabulary (VIS, VPS); None for VOS/PET.
+    class_names: the vocabulary's name of each class; None for VOS/PET.
+    scores: VIS the pair's score; None otherwise.
+    semantic: VPS only: (H, W) int32 class index of every pixel, stuff and things; None otherwise.
+    image: the frame itself, (H, W, 3) uint8 RGB, as the predictor read it.
+    """
+
+    frame_index: int
+    object_ids: list[int]
+    masks: np.ndarray
+    class_ids: list[int | None]
+    class_names: list[str | None]
+    scores: list[float | None]
+    semantic: np.ndarray | None = None
+    image: np.ndarray | None = None
+
+    def id_map(self) -> np.ndarray:
+        """(H, W) int32: the id of the last mask covering each pixel, 0 where none does."""
+        ids = np.zeros(self.masks.shape[1:], np.int32)
+        for object_id, mask in zip(self.object_ids, self.masks):
+            ids[mask] = object_id
+        return ids
+
+
+def write_video_outputs(output_dir: Path, results: Iterator[tuple[int, FrameResult]],
+                        frame_names: Sequence[str] | None, fps: float, *, source: str, task: str,
+                        vocabulary: str | None, class_names: Sequence[str]) -> None:
+    """Write masks/, masks.json and overlay.mp4 (module docstring) as the results stream in; each result carries
+    its frame (`FrameResult.image`). Every file appears complete or not at all."""
+    (output_dir / MASKS_DIR).mkdir(parents=True, exist_ok=True)
+    colours = _class_colours(vocabulary) if task == "vps" else None
+    with atomic_open(output_dir / MASKS_JSON, "w") as rle_json, \
+            OverlayVideoWriter(output_dir / OVERLAY_VIDEO, fps=fps) as overlay:
+        # Streamed: the header, then one frame's entry at a time.
+        header = {"source": source, "task": task, "vocabulary": vocabulary}
+        rle_json.write("{" + "".join(f"{json.dumps(k)}: {json.dumps(v)}, " for k, v in header.items()) + '"frames": [')
+        for count, (index, result) in enumerate(results):
+            name = frame_names[index] if frame_names else f"{index:05d}"
+            _write_mask_png(output_dir / MASKS_DIR / f"{name}.png", result)
+            rle_json.write((",\n" if count else "\n") + json.dumps(_frame_json(index, name, result, class_names)))
+            overlay.write(_overlay(result, colours))
+        rle_json.write("\n]}\n")
+
+
+def _write_mask_png(path: Path, result: FrameResult) -> None:
+    if result.semantic is None:
+        write_label_png(path, result.id_map())
+        return
+    ids = result.id_map()
+    if result.semantic.max(initial=0) > 255 or ids.max(initial=0) > 65535:
+        raise ValueError(f"{path}: classes above 255 or tracks above 65535 do not fit the R/G/B encoding")
+    rgb = np.stack([result.semantic, ids // 256, ids % 256], -1).astype(np.uint8)
+    with atomic_open(path, "wb") as handle:
+        Image.fromarray(rgb).save(handle, format="PNG")
+
+
+def _frame_json(index: int, name: str, result: FrameResult, class_names: Sequence[str]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"frame_index": index, "name": name, "objects": [
+        {"id": object_id, "class_id": class_id, "class_name": class_name, "score": score, "rle": encode_rle(mask)}
+        for object_id, mask, class_id, class_name, score
+        in zip(result.object_ids, result.masks, result.class_ids, result.class_names, result.scores)
+    ]}
+    if result.semantic is not None:
+        things = result.id_map() > 0
+        stuff = [int(c) for c in np.unique(result.semantic[~things])]
+        entry["stuff"] = [{"class_id": c, "class_name": class_names[c], "rle": encode_rle((result.semantic == c)
+                                                                                            & ~things)}
+                          for c in stuff]
+    return entry
+
+
+def _class_colours(vocabulary: str) -> np.ndarray:
+    """(C, 3) uint8 RGB colour per class: the dataset's own where it has them, else the DAVIS palette."""
+    vocab = get_vocabulary(vocabulary)
+    if vocab.colours is not None:
+        return np.asarray(vocab.colours, np.uint8)
+    return id_colours(np.arange(1, len(vocab.names) + 1))
+
+
+def _overlay(result: FrameResult, class_colours: np.ndarray | None) -> np.ndarray:
+    """The result's frame with the result drawn over it: VPS stuff tinted with its class colour, objects and things
+    blended and outlined, with a legend."""
+    if result.image is None:
+        raise ValueError(f"frame {result.frame_index}: the result carries no image to draw the overlay on")
+    frame, ids = result.image, result.id_map()
+    if result.semantic is not None:
+        frame = frame.copy()
+        stuff = ids == 0
+        frame[stuff] = (0.5 * class_colours[result.semantic[stuff]] + 0.5 * frame[stuff]).astype(np.uint8)
+    labels = {}
+    for object_id, class_name, score in zip(result.object_ids, result.class_names, result.scores):
+        text = class_name if class_name is not None else "object"
+        labels[object_id] = text if score is None else f"{text} {score:.2f}"
+    return draw_overlay(frame, ids, labels)
+
+
+@dataclass(frozen=True)
+class MaskEntry:
+    """One object (or VPS stuff class) of one frame of `masks.json`."""
+
+    mask: np.ndarray            # (H, W) bool
+    object_id: int | None       # None for stuff
+    class_id: int | None
+    class_name: str | None
+    score: float | None
+
+
+def read_masks_json(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[int, str, list[MaskEntry]]]]:
+    """`masks.json` as `write_video_outputs` writes it: its header (source, task, vocabulary) and per frame
+    (frame index, name, its objects then its stuff classes, masks decoded)."""
+    where = str(path)
+    content = read_json(path)
+    frames = []
+    for i, frame in enumerate(json_list(content, "frames", where)):
+        entry = f"{where}: frames[{i}]"
+        masks = [MaskEntry(decode_rle(json_field(o, "rle", entry)), o.get("id"), o.get("class_id"),
+                           o.get("class_name"), o.get("score"))
+                 for o in json_field(frame, "objects", entry) + frame.get("stuff", [])]
+        frames.append((int(json_field(frame, "frame_index", entry)), str(json_field(frame, "name", entry)), masks))
+    return {key: content.get(key) for key in ("source", "task", "vocabulary")}, frames

@@ -1,5 +1,12 @@
 """Result writers of the seven benchmarks: each sequence's accumulator results in, the official files out.
 
+    writer = open_writer(benchmark, output_dir)              # the writer of the benchmark's layout (WRITERS)
+    for seq in sequences:
+        if resume and writer.is_done(seq):
+            continue
+        writer.write_sequence(seq, results)                   # the accumulator's stream for this one sequence
+    writer.close()                                            # the official files, once every sequence is done
+
 A writer works sequence by sequence, so that runs can be resumed and sharded across processes:
 - `write_sequence(seq, results)` writes the sequence's own files as its results stream in (PNGs frame by frame),
   then its *part*, `<output_dir>/parts/<sequence>.json` (what the merged files need from it), atomically. A
@@ -17,7 +24,8 @@ Official files under `output_dir` (EVAL.md):
     CITYSCAPES_VPS      pan_pred/<image id>.png and pred.json, in the ground truth's image order
     VIPSEG              pan_pred/<video>/<frame>.png and pred.json
 
-Every file is written atomically.
+`write_sequence` wants every frame's result, in order (VOS/PET: `VosFrame`, VPS: `PanopticFrame`), or every
+`VisTrack` of the video. Every file is written atomically.
 """
 from __future__ import annotations
 
@@ -28,20 +36,18 @@ import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 
+from tarvis_fast.datasets import vocabulary
 from tarvis_fast.formats import burst, davis, kitti_step, panoptic, ytvis
 from tarvis_fast.formats.atomic import atomic_open
-from tarvis_fast.formats.panoptic import Category, Segment, SegmentColours
 from tarvis_fast.formats.rle import encode_rle
-from tarvis_fast.inference.accumulate import PanopticFrame, VisTrack, VosFrame
-from tarvis_fast.inference.vocabularies import vocabulary
-
-if TYPE_CHECKING:
-    from tarvis_fast.inference.benchmarks import Benchmark, SequenceInfo
+from tarvis_fast.inference.accumulate import PanopticFrame, VisTrack
+from tarvis_fast.inference.propagation import VosFrame
+from tarvis_fast.inference.sequences import Benchmark, SequenceInfo
 
 logger = logging.getLogger(__name__)
 
@@ -267,36 +273,10 @@ class KittiStepWriter(ResultWriter):
         return [self.output_dir]
 
 
-class _SegmentIds:
-    """Panoptic segment ids of one video, assigned as its frames stream in: all pixels of a stuff class form one
-    segment, each (thing class, track) pair one segment that keeps its id through the video. Ids are colours
-    (id = R + 256·G + 65536·B) picked as `formats.panoptic.SegmentColours` (panopticapi's IdGenerator) picks them."""
-
-    def __init__(self, categories: Mapping[int, Category]):
-        if sorted(categories) != list(range(len(categories))):
-            raise ValueError("categories must have ids 0 .. C-1 (class indices)")
-        self._is_thing = np.array([categories[i].isthing for i in range(len(categories))])
-        self._colours = SegmentColours(categories, np.random.default_rng(0))
-        self._ids: dict[tuple[int, int], int] = {}
-
-    def encode(self, semantic: np.ndarray, instance: np.ndarray) -> tuple[np.ndarray, list[Segment]]:
-        """(H, W) class and track ids -> (H, W) uint32 segment ids and the frame's segments, by ascending id."""
-        semantic = semantic.astype(np.int64)
-        if semantic.min(initial=0) < 0 or semantic.max(initial=0) >= len(self._is_thing):
-            raise ValueError(f"class ids must lie in [0, {len(self._is_thing)}), got "
-                             f"[{semantic.min()}, {semantic.max()}]")
-        instance = np.where(self._is_thing[semantic], instance, 0).astype(np.int64)
-        span = int(instance.max(initial=0)) + 1
-        keys, inverse, areas = np.unique(semantic * span + instance, return_inverse=True, return_counts=True)
-        ids = np.empty(len(keys), np.uint32)
-        for i, key in enumerate(keys.tolist()):
-            pair = divmod(key, span)
-            if pair not in self._ids:
-                self._ids[pair] = int(panoptic.rgb2id(np.asarray(self._colours.next(pair[0]), np.uint8)))
-            ids[i] = self._ids[pair]
-        segments = sorted((Segment(int(ids[i]), int(keys[i] // span), False, int(areas[i])) for i in range(len(keys))),
-                          key=lambda s: s.id)
-        return ids[inverse.reshape(semantic.shape)], segments
+def _segment_encoder(benchmark: Benchmark) -> panoptic.SegmentIdEncoder:
+    """Segment ids for one video's predicted frames, coloured from the benchmark's category table; every class
+    index is a category (no ignore label)."""
+    return panoptic.SegmentIdEncoder(vocabulary(benchmark.name).categories(), ignore_label=None)
 
 
 class CityscapesVpsWriter(ResultWriter):
@@ -309,15 +289,15 @@ class CityscapesVpsWriter(ResultWriter):
     def _write(self, seq: SequenceInfo, results: Iterator[PanopticFrame]) -> dict:
         folder = self.output_dir / panoptic.PRED_PNG_DIR
         folder.mkdir(parents=True, exist_ok=True)
-        segment_ids = _SegmentIds(vocabulary(self.benchmark.name).categories())
+        encoder = _segment_encoder(self.benchmark)
         annotations = []
         for frame in _frames_in_order(seq, results, PanopticFrame):
             image_id = seq.meta["image_ids"][frame.frame_index]
             if image_id is None:  # not an annotated frame
                 continue
-            ids, segments = segment_ids.encode(frame.semantic, frame.instance)
-            panoptic.write_panoptic_png(folder / f"{image_id}.png", ids)
-            annotations.append({"image_id": image_id, "segments_info": [s.to_json() for s in segments]})
+            ids, segments = encoder.encode(frame.semantic, frame.instance)
+            annotations.append(panoptic.write_prediction_frame(folder / f"{image_id}.png", ids, segments,
+                                                               image_id=image_id))
         return {"annotations": annotations}
 
     def _finalise(self) -> list[Path]:
@@ -325,8 +305,7 @@ class CityscapesVpsWriter(ResultWriter):
         # ground truth lists them sorted by file name, i.e. by image id.
         annotations = sorted((a for _, part in self._parts() for a in part["annotations"]),
                              key=lambda a: a["image_id"])
-        path = self.output_dir / panoptic.PRED_JSON
-        _dump_json(path, {"annotations": annotations})
+        path = panoptic.write_prediction_json(self.output_dir, annotations)
         return [path, self.output_dir / panoptic.PRED_PNG_DIR]
 
 
@@ -340,16 +319,29 @@ class VipsegWriter(ResultWriter):
     def _write(self, seq: SequenceInfo, results: Iterator[PanopticFrame]) -> dict:
         folder = self.output_dir / panoptic.PRED_PNG_DIR / seq.name
         folder.mkdir(parents=True, exist_ok=True)
-        segment_ids = _SegmentIds(vocabulary(self.benchmark.name).categories())
+        encoder = _segment_encoder(self.benchmark)
         annotations = []
         for frame in _frames_in_order(seq, results, PanopticFrame):
             file_name = seq.meta["file_names"][frame.frame_index]
-            ids, segments = segment_ids.encode(frame.semantic, frame.instance)
-            panoptic.write_panoptic_png(folder / file_name, ids)
-            annotations.append({"file_name": file_name, "segments_info": [s.to_json() for s in segments]})
+            ids, segments = encoder.encode(frame.semantic, frame.instance)
+            annotations.append(panoptic.write_prediction_frame(folder / file_name, ids, segments, file_name=file_name))
         return {"video_id": seq.name, "annotations": annotations}
 
     def _finalise(self) -> list[Path]:
-        path = self.output_dir / panoptic.PRED_JSON
-        _dump_json(path, {"annotations": [part for _, part in self._parts()]})
+        path = panoptic.write_prediction_json(self.output_dir, [part for _, part in self._parts()])
         return [path, self.output_dir / panoptic.PRED_PNG_DIR]
+
+
+WRITERS: dict[str, type[ResultWriter]] = {  # by `BenchmarkInfo.layout`
+    "ytvis": VisWriter,
+    "davis": DavisWriter,
+    "burst": BurstWriter,
+    "kitti_step": KittiStepWriter,
+    "cityscapes_vps": CityscapesVpsWriter,
+    "vipseg": VipsegWriter,
+}
+
+
+def open_writer(benchmark: Benchmark, output_dir: str | Path) -> ResultWriter:
+    """The writer of `benchmark`'s official files into `output_dir`."""
+    return WRITERS[benchmark.layout](benchmark, Path(output_dir))

@@ -6,17 +6,9 @@ resizing to the video's resolution is the caller's job (inference), never the mo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
-
 from torch import Tensor
 
-
-class Task(str, Enum):
-    """What a forward call segments; it selects the query sets fed to the decoder (SPEC §2.4)."""
-
-    VIS = "instance_seg"   # video instance segmentation: instance + background + semantic queries
-    VPS = "panoptic_seg"   # video panoptic segmentation: the same query groups, semantic head differs
-    VOS = "vos"            # objects given by first-frame masks (and points, PET) -> object queries
+from tarvis_fast.tasks import Task
 
 
 @dataclass

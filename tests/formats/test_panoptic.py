@@ -164,5 +164,5 @@ def test_vipseg_round_trip_and_errors(tmp_path):
 def test_writer_rejects_inconsistent_frame(tmp_path):
     ids, segments = _two_videos()
     writer = panoptic.CityscapesVpsPredictionWriter(tmp_path)
-    with pytest.raises(ValueError, match="frame f: the id map and the segment list disagree"):
+    with pytest.raises(ValueError, match="f.png: the id map and the segment list disagree"):
         writer.add_frame("f", ids[0], segments[0][1:])

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tarvis_fast.model.object_encoder import ObjectReferences
-from tarvis_fast.model.outputs import InstancePrediction, ObjectPrediction, Task, TarvisOutput
+from tarvis_fast.model.outputs import InstancePrediction, ObjectPrediction, TarvisOutput
+from tarvis_fast.tasks import Task
 
 HEIGHT, WIDTH = 48, 64
 PADDED = 64

@@ -13,15 +13,13 @@ from PIL import Image
 
 from tarvis_fast.formats.rle import decode_rle
 from tarvis_fast.inference.accumulate import (
-    ObjectClip,
     VisAccumulator,
-    VosAccumulator,
     VpsAccumulator,
     match_tracks,
-    propagate_objects,
     select_clip_tracks,
     select_panoptic_tracks,
 )
+from tarvis_fast.inference.propagation import ObjectClip, VosAccumulator, propagate_objects
 from tarvis_fast.inference.clips import FrameGeometry, ImagesResizer, clip_schedule
 from tarvis_fast.model.outputs import InstancePrediction, ObjectPrediction
 

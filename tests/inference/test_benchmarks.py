@@ -20,20 +20,18 @@ from tarvis_fast.config import load_config
 from tarvis_fast.evaluation.__main__ import evaluate
 from tarvis_fast.formats import burst, davis, kitti_step, panoptic, ytvis
 from tarvis_fast.formats.rle import decode_rle, encode_rle
-from tarvis_fast.inference.accumulate import PanopticFrame, VisTrack, VosFrame
-from tarvis_fast.inference.benchmarks import (
+from tarvis_fast.datasets import class_names, vocabulary
+from tarvis_fast.inference.accumulate import PanopticFrame, VisTrack
+from tarvis_fast.inference.propagation import VosFrame
+from tarvis_fast.inference.readers import (
     KITTI_STEP_VAL_FRAMES,
-    BenchmarkDataError,
-    ObjectReference,
-    SequenceInfo,
     burst_frame_indices,
     cityscapes_vps_image_id,
-    class_names,
     open_benchmark,
-    select_sequences,
 )
-from tarvis_fast.inference.vocabularies import vocabulary
-from tarvis_fast.model.outputs import Task
+from tarvis_fast.inference.sequences import BenchmarkDataError, ObjectReference, SequenceInfo, select_sequences
+from tarvis_fast.inference.writers import open_writer
+from tarvis_fast.tasks import Task
 
 IMG, ANN = Path("dataset_images/inference"), Path("dataset_annotations/inference")
 H, W = 6, 8
@@ -63,7 +61,7 @@ def _write_image(path: Path, shape: tuple[int, int] = (H, W)) -> None:
 # ============================================================================================== vocabularies, selection
 
 def test_vocabularies_are_packaged_with_their_class_counts():
-    assert resources.files("tarvis_fast.inference").joinpath("vocabularies.json").is_file()
+    assert resources.files("tarvis_fast").joinpath("vocabularies.json").is_file()
     counts = {"YOUTUBE_VIS": 40, "OVIS": 25, "KITTI_STEP": 19, "CITYSCAPES_VPS": 19, "VIPSEG": 124}
     assert {name: len(class_names(name)) for name in counts} == counts
     # Spot checks against the datasets' category tables (YTVIS-2021 id 1 / 40, OVIS id 1 / 25).
@@ -151,13 +149,13 @@ def test_vis_writer_shards_merge_and_score_perfectly(tmp_path, caplog):
     benchmark = open_benchmark("YOUTUBE_VIS", _cfg(), workspace=tmp_path / "ws")
     first_shard, second_shard = (select_sequences(benchmark.sequences(), seq_split=f"{i}/2") for i in (1, 2))
 
-    writer = benchmark.open_writer(out)
+    writer = open_writer(benchmark, out)
     writer.write_sequence(first_shard[0], _vis_tracks("vidA"))
     assert writer.is_done(first_shard[0]) and not writer.is_done(second_shard[0])
     assert writer.close() == [] and writer.missing() == ["vidB"] and not (out / "results.json").exists()
     assert "YOUTUBE_VIS: 1 of 2 sequences have no results yet (vidB)" in caplog.text
 
-    other = open_benchmark("YOUTUBE_VIS", _cfg(), workspace=tmp_path / "ws").open_writer(out)  # another process
+    other = open_writer(open_benchmark("YOUTUBE_VIS", _cfg(), workspace=tmp_path / "ws"), out)  # another process
     other.write_sequence(second_shard[0], _vis_tracks("vidB"))
     assert other.close() == [out / "results.json", out / "results.zip"] and other.prediction_path == out / "results.json"
     with zipfile.ZipFile(out / "results.zip") as archive:
@@ -260,7 +258,7 @@ def test_davis_writer_and_metric(tmp_path):
     _davis_root(tmp_path / "gt", "seqA", maps)
     benchmark = open_benchmark("DAVIS", _cfg(), workspace=tmp_path / "ws", paths={"ground_truth": tmp_path / "gt"})
     assert benchmark.ground_truth == tmp_path / "gt" and benchmark.metric == "davis"
-    writer = benchmark.open_writer(tmp_path / "out")
+    writer = open_writer(benchmark, tmp_path / "out")
     (seq,) = benchmark.sequences()
     writer.write_sequence(seq, _vos_frames(maps, [1, 2]))
     assert writer.close() == [tmp_path / "out"]
@@ -275,7 +273,7 @@ def test_davis_writer_and_metric(tmp_path):
 def test_davis_testdev_zip(tmp_path):
     _davis_workspace(tmp_path / "ws")
     benchmark = open_benchmark("DAVIS", _cfg(), workspace=tmp_path / "ws", split="testdev")
-    writer = benchmark.open_writer(tmp_path / "out")
+    writer = open_writer(benchmark, tmp_path / "out")
     for seq in benchmark.sequences():
         writer.write_sequence(seq, _vos_frames(_davis_maps(seq.name), [1, 2]))
     assert writer.close() == [tmp_path / "out", tmp_path / "out/results.zip"]
@@ -287,7 +285,7 @@ def test_writer_refuses_incomplete_results_and_marks_nothing_done(tmp_path):
     _davis_workspace(tmp_path / "ws")
     benchmark = open_benchmark("DAVIS", _cfg(), workspace=tmp_path / "ws")
     (seq,) = benchmark.sequences()
-    writer = benchmark.open_writer(tmp_path / "out")
+    writer = open_writer(benchmark, tmp_path / "out")
     frames = _vos_frames(_davis_maps("seqA"), [1, 2])
     with pytest.raises(ValueError, match="stop after 3 of 5 frames"):
         writer.write_sequence(seq, frames[:3])
@@ -371,7 +369,7 @@ def test_burst_writer_annotated_frames_only(tmp_path):
     out = tmp_path / "out"
     expected: dict[str, dict[str, dict[int, np.ndarray]]] = {}
     for shard in ("1/2", "2/2"):  # two processes
-        writer = benchmark.open_writer(out)
+        writer = open_writer(benchmark, out)
         (seq,) = select_sequences(benchmark.sequences(), seq_split=shard)
         frames = []
         for t in range(len(seq.frames)):
@@ -420,7 +418,7 @@ def test_kitti_step_reader_and_writer(tmp_path):
     assert seq.frame_names[:2] == ["000000", "000001"] and (seq.height, seq.width) == (30, 40)
     assert benchmark.thing_classes == (11, 13) and benchmark.task is Task.VPS
 
-    writer = benchmark.open_writer(tmp_path / "out")
+    writer = open_writer(benchmark, tmp_path / "out")
     semantic = np.zeros((30, 40), np.int32)
     semantic[:, 20:] = 13
     frames = []
@@ -518,10 +516,10 @@ def test_cityscapes_vps_writer_and_metric(tmp_path):
     gt_frames = []
     for seq, seed in zip(reversed(benchmark.sequences()), (1, 2)):  # the write order does not matter
         semantic, instance = _panoptic_video(6, CVPS_H, CVPS_W, 13, (0, 10), seed)
-        benchmark.open_writer(out).write_sequence(seq, _panoptic_frames(semantic, instance))
+        open_writer(benchmark, out).write_sequence(seq, _panoptic_frames(semantic, instance))
         ids, segments = panoptic.encode_panoptic_video(semantic, instance, categories)
         gt_frames += list(zip(seq.meta["image_ids"], ids, segments))
-    assert benchmark.open_writer(out).close() == [out / "pred.json", out / "pan_pred"]
+    assert open_writer(benchmark, out).close() == [out / "pred.json", out / "pan_pred"]
     panoptic.write_cityscapes_vps_gt(tmp_path / "gt", categories, sorted(gt_frames, key=lambda f: f[0]))
 
     gt = panoptic.read_cityscapes_vps_gt(tmp_path / "gt")
@@ -564,7 +562,7 @@ def test_vipseg_reader_writer_and_metric(tmp_path):
 
     out = tmp_path / "out"
     categories = vocabulary("VIPSEG").categories()
-    writer = benchmark.open_writer(out)
+    writer = open_writer(benchmark, out)
     gt_videos = {}
     for seq, seed in zip(benchmark.sequences(), (1, 2)):
         # thing 48 (car) shares its base colour with stuff 6: its segments must still get distinct ids

@@ -22,8 +22,8 @@ from PIL import Image
 from tarvis_fast.formats.davis import read_label_png, read_results, write_label_png
 from tarvis_fast.formats.rle import decode_rle
 from tarvis_fast.inference.cli import main
-from tarvis_fast.inference.video import OverlayVideoWriter, open_frames, read_image_rgb
-from tarvis_fast.inference.vocabularies import vocabulary
+from tarvis_fast.inference.video import OverlayVideoWriter, open_frames, read_image_rgb, read_masks_json
+from tarvis_fast.datasets import vocabulary
 
 SIZE = (120, 214)                 # (H, W) of the test videos: horsejump-high at a quarter of its area
 FAST = ["--clip_length", "4", "--frame_overlap", "2", "--min_dim", "64"]   # network input 64x114
@@ -74,6 +74,13 @@ def test_vos_on_a_video_file(checkpoint, user_video, tmp_path):
                  str(out), *FAST]) == 0
     content, pngs = read_outputs(out, 6)
     assert content["task"] == "vos" and content["source"] == str(video)
+    header, frames = read_masks_json(out / "masks.json")  # the reader beside the writer agrees with the PNGs
+    assert header == {"source": str(video), "task": "vos", "vocabulary": None}
+    for (index, name, entries), png in zip(frames, pngs):
+        ids = np.zeros(SIZE, np.int64)
+        for entry in entries:
+            ids[entry.mask] = entry.object_id
+        assert name == f"{index:05d}" and np.array_equal(ids, png)
     for frame, png in zip(content["frames"], pngs):
         labels = read_label_png(out / "masks" / f"{frame['name']}.png", shape=SIZE)  # a DAVIS palette PNG
         np.testing.assert_array_equal(labels, png)

@@ -18,9 +18,9 @@ from tarvis_fast.inference.clips import (
     argmax_at_original,
     clip_schedule,
     masks_at_original,
-    min_dim_size,
     padded_size,
 )
+from tarvis_fast.resize import min_dim_size
 
 
 def spans(clips):

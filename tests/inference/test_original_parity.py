@@ -42,13 +42,15 @@ import torch
 from torch import Tensor, nn
 
 from tarvis_fast.formats.rle import decode_rle
-from tarvis_fast.inference.accumulate import PanopticFrame, VisTrack, VosFrame
-from tarvis_fast.inference.benchmarks import ObjectReference
+from tarvis_fast.datasets import vocabulary
+from tarvis_fast.inference.accumulate import PanopticFrame, VisTrack
 from tarvis_fast.inference.clips import FrameGeometry, ImagesResizer
-from tarvis_fast.inference.runner import ClipRunner, ClipSettings, VisTask, VosTask, VpsTask
-from tarvis_fast.inference.vocabularies import vocabulary
+from tarvis_fast.inference.propagation import VosFrame
+from tarvis_fast.inference.runner import ClipRunner, ClipSettings, VisRequest, VosRequest, VpsRequest
+from tarvis_fast.inference.sequences import ObjectReference
 from tarvis_fast.model.object_encoder import ObjectReferences
-from tarvis_fast.model.outputs import InstancePrediction, ObjectPrediction, Task, TarvisOutput
+from tarvis_fast.model.outputs import InstancePrediction, ObjectPrediction, TarvisOutput
+from tarvis_fast.tasks import Task
 
 FIXTURE = Path(__file__).parent / "data" / "original_parity.npz"
 MAX_DIM = 1333          # the configs' max_dim for "min_dim" resizing
@@ -361,7 +363,7 @@ class SyntheticNetwork(nn.Module):
         return TarvisOutput(task, [InstancePrediction(masks[None], classes[None], semantic[None])])
 
 
-def run_ours(scene: InstanceScene | ObjectScene, task: VisTask | VpsTask | VosTask) -> list:
+def run_ours(scene: InstanceScene | ObjectScene, task: VisRequest | VpsRequest | VosRequest) -> list:
     video = scene.video
     settings = ClipSettings(video.clip_length, video.overlap, video.resizer)
     runner = ClipRunner(SyntheticNetwork(scene), device="cpu")
@@ -384,7 +386,7 @@ def _masks(original: dict[str, np.ndarray], key: str, shape: tuple[int, ...]) ->
 @pytest.mark.parametrize("scene, tracks_per_video", [(YTVIS_SCENE, 10), (OVIS_SCENE, 20)], ids=["youtube_vis", "ovis"])
 def test_vis_results_match_the_original(scene: InstanceScene, tracks_per_video: int,
                                         original: dict[str, np.ndarray]) -> None:
-    results: list[VisTrack] = run_ours(scene, VisTask(scene.dataset, tracks_per_video, 10, 0.0))
+    results: list[VisTrack] = run_ours(scene, VisRequest(scene.dataset, tracks_per_video, 10, 0.0))
     # The original lists its entries in topk(sorted=False) order; the fixture sorts them by descending score.
     scores, categories, present = (original[f"{scene.name}.{k}"] for k in ("scores", "categories", "present"))
     num_frames, size = scene.video.num_frames, scene.video.size
@@ -404,7 +406,7 @@ def test_vps_maps_match_the_original(scene: InstanceScene, original: dict[str, n
     # Track ids are the accumulator's own; they agree with the original's (same numbering), so no renumbering is
     # needed here. (Our KITTI-STEP writer then renumbers them densely per video, which the metric does not see.)
     things = vocabulary(scene.dataset.lower()).thing_classes
-    frames: list[PanopticFrame] = run_ours(scene, VpsTask(scene.dataset, things, 1000, 0.5, 1000))
+    frames: list[PanopticFrame] = run_ours(scene, VpsRequest(scene.dataset, things, 1000, 0.5, 1000))
     semantic, instance = original[f"{scene.name}.semantic"], original[f"{scene.name}.instance"]
     assert [f.frame_index for f in frames] == list(range(scene.video.num_frames))
     assert np.any(instance > 0) and len(np.unique(semantic)) > 2  # the scene paints tracks over several stuff classes
@@ -416,7 +418,7 @@ def test_vps_maps_match_the_original(scene: InstanceScene, original: dict[str, n
 
 @pytest.mark.parametrize("scene", [DAVIS_SCENE, DAVIS_RESTART_SCENE], ids=lambda s: s.name)
 def test_davis_id_maps_match_the_original(scene: ObjectScene, original: dict[str, np.ndarray]) -> None:
-    frames: list[VosFrame] = run_ours(scene, VosTask(object_references(scene), consistent_final_clip=False))
+    frames: list[VosFrame] = run_ours(scene, VosRequest(object_references(scene), consistent_final_clip=False))
     expected = original[f"{scene.name}.ids"]  # the pixels of the original's palette PNGs
     assert [f.frame_index for f in frames] == list(range(scene.video.num_frames))
     for frame in frames:
@@ -425,7 +427,7 @@ def test_davis_id_maps_match_the_original(scene: ObjectScene, original: dict[str
 
 
 def _burst_frames(scene: ObjectScene, reuse_points_on_overlap: bool = True) -> list[VosFrame]:
-    return run_ours(scene, VosTask(object_references(scene), consistent_final_clip=False,
+    return run_ours(scene, VosRequest(object_references(scene), consistent_final_clip=False,
                                    reuse_points_on_overlap=reuse_points_on_overlap))
 
 

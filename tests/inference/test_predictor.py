@@ -17,9 +17,9 @@ from scipy.ndimage import distance_transform_edt
 import tarvis_fast
 from tarvis_fast.config import Config, ConfigError, load_config
 from tarvis_fast.formats.davis import read_label_png
-from tarvis_fast.inference.predictor import FrameResult, VideoPredictor, count_video_frames
-from tarvis_fast.inference.video import OverlayVideoWriter, read_image_rgb
-from tarvis_fast.inference.vocabularies import vocabulary
+from tarvis_fast.datasets import vocabulary
+from tarvis_fast.inference.predictor import VideoPredictor, count_video_frames
+from tarvis_fast.inference.video import FrameResult, OverlayVideoWriter, read_image_rgb
 from helpers.tiny import tiny_model
 
 FAST = dict(clip_length=4, frame_overlap=2, min_dim=64)  # clips 0-3, 2-5; 480x854 runs at 64x114 (padded 64x128)
@@ -140,7 +140,7 @@ def test_bad_arguments_are_named(predictor):
     def segment(*args, **kwargs):
         return predictor.segment(frames, *args, **kwargs)
 
-    with pytest.raises(ValueError, match="task must be one of"):
+    with pytest.raises(ValueError, match="unknown task .track.; choose from vis, vps, vos, pet"):
         segment("track")
     with pytest.raises(ValueError, match="task 'vos' needs masks="):
         segment("vos")

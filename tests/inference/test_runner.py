@@ -11,10 +11,11 @@ import torch
 
 from tarvis_fast.config import DatasetInferenceConfig, ImageResizeConfig
 from tarvis_fast.formats.rle import decode_rle
-from tarvis_fast.inference.accumulate import PanopticFrame, VisTrack, VosFrame
-from tarvis_fast.inference.benchmarks import ObjectReference
+from tarvis_fast.inference.accumulate import PanopticFrame, VisTrack
 from tarvis_fast.inference.clips import ImagesResizer
-from tarvis_fast.inference.runner import ClipRunner, ClipSettings, VisTask, VosTask, VpsTask
+from tarvis_fast.inference.propagation import VosFrame
+from tarvis_fast.inference.runner import ClipRunner, ClipSettings, VisRequest, VosRequest, VpsRequest
+from tarvis_fast.inference.sequences import ObjectReference
 from tarvis_fast.model.outputs import ObjectPrediction, TarvisOutput
 
 from helpers.tiny import tiny_model
@@ -29,7 +30,7 @@ def run_vos(squares, references, settings=CLIPS_4_2, consistent=True):
     frames = make_video(squares)
     stub = StubTracker()
     results = list(ClipRunner(stub, device="cpu").run(frames, len(frames), (HEIGHT, WIDTH),
-                                                      VosTask(references, consistent), settings))
+                                                      VosRequest(references, consistent), settings))
     return stub, results
 
 
@@ -100,7 +101,7 @@ def test_vos_starts_at_the_first_reference_and_reads_every_frame_once():
 
     stub = StubTracker()
     runner = ClipRunner(stub, device="cpu")
-    results = list(runner.run(stream(), 10, (HEIGHT, WIDTH), VosTask([ObjectReference(1, 5, square((2, 2)), None)],
+    results = list(runner.run(stream(), 10, (HEIGHT, WIDTH), VosRequest([ObjectReference(1, 5, square((2, 2)), None)],
                                                                      True), CLIPS_4_2))
     check_masks(results, {1: [None] * 5 + [(2, 2)] * 5})
     assert reads == list(range(10))
@@ -126,7 +127,7 @@ def test_pet_points_become_mask_objects_after_their_first_clip(reuse):
             ObjectReference(2, 0, None, centre((7, 2)))]
     frames = make_video(squares)
     stub = StubTracker(point_block=2)
-    task = VosTask(refs, consistent_final_clip=True, reuse_points_on_overlap=reuse)
+    task = VosRequest(refs, consistent_final_clip=True, reuse_points_on_overlap=reuse)
     results = list(ClipRunner(stub, device="cpu").run(frames, n, (HEIGHT, WIDTH), task, CLIPS_4_2))
 
     def block(grey, t):
@@ -164,7 +165,7 @@ def test_a_reference_too_small_for_the_resize_keeps_one_pixel():
     dot[8, 8] = True
     model = _ReferenceRecorder()
     list(ClipRunner(model, device="cpu").run(frames, 4, (HEIGHT, WIDTH),
-                                             VosTask([ObjectReference(1, 0, dot, None)], True),
+                                             VosRequest([ObjectReference(1, 0, dot, None)], True),
                                              ClipSettings(4, 2, ImagesResizer("min_dim", 12, 100))))
     assert model.masks == [[[2, 2]]]
 
@@ -192,7 +193,7 @@ def test_vis_tracks_span_the_clips_with_their_classes():
     squares = {40: [(1, t + 1) for t in range(n)], 80: [(7, 12 - t) for t in range(n)]}
     stub = StubTracker(queries=[(40, 5, 10.0), (80, 7, 9.0), (250, 3, 1.0)])
     frames = make_video(squares)
-    tracks = list(ClipRunner(stub, device="cpu").run(frames, n, (HEIGHT, WIDTH), VisTask("X", tracks_per_video=2),
+    tracks = list(ClipRunner(stub, device="cpu").run(frames, n, (HEIGHT, WIDTH), VisRequest("X", tracks_per_video=2),
                                                      CLIPS_4_2))
     assert all(isinstance(t, VisTrack) for t in tracks) and [t.category_id for t in tracks] == [6, 8]
     for track, grey in zip(tracks, (40, 80)):
@@ -207,7 +208,7 @@ def test_vps_paints_thing_tracks_over_the_stuff_map():
     squares = {40: [(1, 1)] * n, 80: [(6, t + 1) for t in range(n)]}
     stub = StubTracker(queries=[(80, 11, 10.0)], num_classes=19, stuff={40: 3})
     frames = make_video(squares)
-    out = list(ClipRunner(stub, device="cpu").run(frames, n, (HEIGHT, WIDTH), VpsTask("X", thing_classes=(11, 13)),
+    out = list(ClipRunner(stub, device="cpu").run(frames, n, (HEIGHT, WIDTH), VpsRequest("X", thing_classes=(11, 13)),
                                                   CLIPS_4_2))
     assert [f.frame_index for f in out] == list(range(n)) and all(isinstance(f, PanopticFrame) for f in out)
     for t, frame in enumerate(out):
@@ -225,7 +226,7 @@ def test_bad_input_is_named():
     runner = ClipRunner(StubTracker(), device="cpu")
     good = [ObjectReference(1, 0, square((2, 2)), None)]
 
-    def run(frames=frames, num_frames=4, task=VosTask(good, True)):
+    def run(frames=frames, num_frames=4, task=VosRequest(good, True)):
         return list(runner.run(frames, num_frames, (HEIGHT, WIDTH), task, CLIPS_4_2, name="clip7"))
 
     with pytest.raises(ValueError, match="clip7: the video ended after 4 frames, expected 6"):
@@ -235,17 +236,17 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match=r"clip7: frame 2 must be a uint8 \(H, W, 3\) = \(48, 64, 3\)"):
         run(frames=frames[:2] + [frames[2][:10]] + frames[3:])
     with pytest.raises(ValueError, match="needs at least one object reference"):
-        run(task=VosTask([]))
+        run(task=VosRequest([]))
     with pytest.raises(ValueError, match="object 1 at frame 9: the video has frames 0..3"):
-        run(task=VosTask([ObjectReference(1, 9, square((2, 2)), None)]))
+        run(task=VosRequest([ObjectReference(1, 9, square((2, 2)), None)]))
     with pytest.raises(ValueError, match="object 1 at frame 0: given twice"):
-        run(task=VosTask(good * 2))
+        run(task=VosRequest(good * 2))
     with pytest.raises(ValueError, match="object 2 at frame 0: mask is empty"):
-        run(task=VosTask([ObjectReference(2, 0, square(None), None)]))
+        run(task=VosRequest([ObjectReference(2, 0, square(None), None)]))
     with pytest.raises(ValueError, match=r"object 3 at frame 0: mask is \(4, 4\)"):
-        run(task=VosTask([ObjectReference(3, 0, np.ones((4, 4), bool), None)]))
+        run(task=VosRequest([ObjectReference(3, 0, np.ones((4, 4), bool), None)]))
     with pytest.raises(ValueError, match=r"point \(y, x\) = \(48.0, 3.0\) lies outside the 48x64 frame"):
-        run(task=VosTask([ObjectReference(4, 0, None, (48.0, 3.0))]))
+        run(task=VosRequest([ObjectReference(4, 0, None, (48.0, 3.0))]))
     with pytest.raises(ValueError, match="eval mode"):
         ClipRunner(StubTracker().train())
 
@@ -281,7 +282,7 @@ def test_amp_runs_the_network_under_bf16_autocast():
     frames = make_video({40: [(2, 2)] * 4})
     for amp in (True, False):
         runner = ClipRunner(AutocastProbe(queries=[(40, 1, 10.0)]), device="cpu", amp=amp)
-        list(runner.run(frames, 4, (HEIGHT, WIDTH), VisTask("X"), CLIPS_4_2))
+        list(runner.run(frames, 4, (HEIGHT, WIDTH), VisRequest("X"), CLIPS_4_2))
     assert [enabled for enabled, _ in seen] == [True, False] and seen[0][1] == torch.bfloat16
 
 
@@ -301,7 +302,7 @@ def test_compiled_once_for_videos_of_different_sizes():
         return [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(5)]
 
     settings = ClipSettings(clip_length=3, frame_overlap=1, resizer=NO_RESIZE)  # clips 0-2, 2-4
-    task = VisTask("YOUTUBE_VIS", tracks_per_video=3)
+    task = VisRequest("YOUTUBE_VIS", tracks_per_video=3)
     compiled = ClipRunner(tiny_model(kernel_backend="torch").eval(), device="cpu", compile=counting_backend)
     eager = ClipRunner(tiny_model(kernel_backend="torch").eval(), device="cpu")
     for size in ((128, 192), (192, 320)):

@@ -1,12 +1,11 @@
-"""The seven benchmarks' inference data in, their official result files out (SPEC §6, §7; EVAL.md).
+"""The seven benchmarks' inference inputs: each benchmark's sequences, frames and VOS/PET references (SPEC §6, §7).
 
     benchmark = open_benchmark("DAVIS", cfg)                  # inputs under $TARVIS_WORKSPACE_DIR, or `paths=`
-    writer = benchmark.open_writer(output_dir)
     for seq in select_sequences(benchmark.sequences(), names=seq_names, seq_split="2/4"):
-        if resume and writer.is_done(seq):
-            continue
-        writer.write_sequence(seq, results)                   # the accumulator's stream for this one sequence
-    writer.close()                                            # the official files, once every sequence is done
+        ...                                                   # run it, write it with `writers.open_writer`
+
+Which benchmarks exist, their task, splits and default paths are rows of `tarvis_fast.datasets.DATASETS`; this
+module holds one reader per layout (`READERS`). The types it returns are in `sequences.py`.
 
 Inputs, relative to `$TARVIS_WORKSPACE_DIR` (the original's layout; `dataset_images/inference/` is IMG and
 `dataset_annotations/inference/` is ANN below). Each can be overridden through `paths={key: path}`; the CLI offers
@@ -39,26 +38,11 @@ What each reader does beyond listing frames:
   `sparse_frames` only frames with `frame % 5 == 0` are run. The six annotated frames (5, 10, ..., 30) are written
   under the ground truth's image ids, `<video:04d>_<6 (video - 1) + frame / 5:04d>_<city>_<seq>_<frame>` (the rule
   behind the original's packaged `cityscapes_vps_val_filename_mapping.json`; it reproduces all 300 entries).
-
-Interface notes for the runner (additions to the interface first agreed):
-- `ObjectReference.point` is (y, x) in pixels as the file gives it; the runner maps it to the network's
-  normalised coordinates, `((y + 0.5) / H, (x + 0.5) / W)` in the original.
-- `SequenceInfo.references` may be a lazy sequence (BURST mask mode decodes its masks on each iteration, so that
-  a thousand videos' masks are never held at once): iterate it once per sequence.
-- `Benchmark.split`, `.metric` (the benchmark's name for `tarvis_fast.evaluation.evaluate`), `.thing_classes`
-  (0-based, for `VpsAccumulator`), `.paths` (the resolved inputs). `.name` is also the config's dataset key.
-- `ResultWriter.missing()` names the sequences without results; `close()` logs them and returns [] then.
-- `select_sequences(sequences, names, seq_split)` implements `--seq_names` and `--seq_split i/n`.
-- `class_names(dataset)` (from `vocabularies`) gives the legend's class names.
-- `write_sequence` wants every frame's result, in order (VOS: `VosFrame`, VPS: `PanopticFrame`), or every
-  `VisTrack` of the video; what lands where is listed in `writers`.
 """
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,24 +50,24 @@ import numpy as np
 from PIL import Image
 
 from tarvis_fast.config import Config
+from tarvis_fast.datasets import BENCHMARKS, WORKSPACE_ENV, dataset_info, vocabulary
 from tarvis_fast.formats.burst import BurstSequence, read_burst_annotations
 from tarvis_fast.formats.davis import VOID_ID, read_label_png
-from tarvis_fast.formats.jsonfile import read_json
 from tarvis_fast.formats.kitti_step import VAL_SEQUENCES as KITTI_STEP_VAL_SEQUENCES
+from tarvis_fast.formats.panoptic import read_image_list, read_vipseg_video_list
 from tarvis_fast.formats.rle import decode_rle
-from tarvis_fast.inference import writers
-from tarvis_fast.inference.vocabularies import class_names, vocabulary
-from tarvis_fast.inference.writers import ResultWriter
-from tarvis_fast.model.outputs import Task
+from tarvis_fast.formats.ytvis import read_video_frames
+from tarvis_fast.inference.sequences import (
+    Benchmark,
+    BenchmarkDataError,
+    LazyReferences,
+    ObjectReference,
+    SequenceInfo,
+)
+from tarvis_fast.tasks import Task
 
-__all__ = [
-    "BENCHMARKS", "PATH_KEYS", "Benchmark", "BenchmarkDataError", "ObjectReference", "ResultWriter", "SequenceInfo",
-    "burst_frame_indices", "cityscapes_vps_image_id", "class_names", "open_benchmark", "select_sequences",
-]
+__all__ = ["PATH_KEYS", "READERS", "burst_frame_indices", "cityscapes_vps_image_id", "open_benchmark"]
 
-BENCHMARKS = ("YOUTUBE_VIS", "OVIS", "DAVIS", "BURST", "KITTI_STEP", "CITYSCAPES_VPS", "VIPSEG")
-
-WORKSPACE_ENV = "TARVIS_WORKSPACE_DIR"
 PATH_KEYS: dict[str, str] = {  # key of `paths=` (and CLI flag --<key>) -> what it names
     "images": "folder of the benchmark's frames",
     "annotations": "the benchmark's inference annotation file (DAVIS: the Annotations folder)",
@@ -99,149 +83,14 @@ KITTI_STEP_VAL_FRAMES = {"0002": 233, "0006": 270, "0007": 800, "0008": 390, "00
                          "0016": 209, "0018": 339}
 
 
-class BenchmarkDataError(ValueError):
-    """A benchmark input is malformed; the message names the file (and the entry) and the flag that replaces it."""
-
-
-# ============================================================================================== data types
-
-@dataclass(frozen=True)
-class ObjectReference:
-    """One VOS/PET object's first reference: a mask, a point, or both."""
-
-    object_id: int                          # > 0: DAVIS palette id, BURST track id
-    frame_index: int                        # index into SequenceInfo.frames
-    mask: np.ndarray | None                 # (H, W) bool at the original resolution
-    point: tuple[float, float] | None       # (y, x) in pixels at the original resolution
-
-    def __post_init__(self) -> None:
-        if self.object_id < 1 or self.frame_index < 0:
-            raise ValueError(f"object ids are >= 1 and frame indices >= 0, got object {self.object_id} at frame "
-                             f"{self.frame_index}")
-        if self.mask is None and self.point is None:
-            raise ValueError(f"object {self.object_id}: a reference needs a mask or a point")
-        if self.mask is not None and (self.mask.ndim != 2 or self.mask.dtype != bool):
-            raise ValueError(f"object {self.object_id}: mask must be an (H, W) bool array, got {self.mask.dtype} "
-                             f"{self.mask.shape}")
-
-
-@dataclass(frozen=True)
-class SequenceInfo:
-    """One video of a benchmark, as the runner needs it."""
-
-    name: str                                   # unique within the benchmark; what --seq_names selects
-    frames: list[Path]                          # the frames to run, in order
-    frame_names: list[str]                      # output names without extension, one per frame
-    height: int
-    width: int
-    references: Sequence[ObjectReference] = ()  # VOS/PET only; may be lazy (see the module docstring)
-    meta: Mapping[str, Any] = field(default_factory=dict)  # writer-specific: video id, image ids, ...
-
-    def __post_init__(self) -> None:
-        if len(self.frames) != len(self.frame_names) or not self.frames:
-            raise ValueError(f"sequence {self.name}: {len(self.frames)} frames and {len(self.frame_names)} names; "
-                             "a sequence needs at least one frame and one name per frame")
-
-
-class _DeferredReferences(Sequence[ObjectReference]):
-    """References whose masks are decoded on each iteration instead of held."""
-
-    def __init__(self, count: int, load: Callable[[], list[ObjectReference]]):
-        self._count, self._load = count, load
-
-    def __len__(self) -> int:
-        return self._count
-
-    def __iter__(self) -> Iterator[ObjectReference]:
-        return iter(self._load())
-
-    def __getitem__(self, index):  # type: ignore[override]
-        return self._load()[index]
-
-    def __repr__(self) -> str:
-        return f"<{self._count} references, loaded on use>"
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    """One benchmark's sequences and how to write its results."""
-
-    name: str                               # e.g. "DAVIS"; also its key in Config.datasets
-    task: Task
-    split: str
-    metric: str                             # benchmark name of `tarvis_fast.evaluation.evaluate`
-    thing_classes: tuple[int, ...]          # 0-based thing classes (VPS); empty otherwise
-    paths: Mapping[str, Path]               # the resolved inputs, by key of PATH_KEYS
-    ground_truth: Path | None               # `--gt` for the metric, when given
-    _sequences: tuple[SequenceInfo, ...] = field(repr=False)
-    _writer: type[ResultWriter] = field(repr=False)
-
-    def sequences(self) -> list[SequenceInfo]:
-        return list(self._sequences)
-
-    def open_writer(self, output_dir: str | os.PathLike) -> ResultWriter:
-        return self._writer(self, Path(output_dir))
-
-
-# ============================================================================================== sequence selection
-
-def select_sequences(sequences: Sequence[SequenceInfo], names: Iterable[str] | None = None,
-                     seq_split: str | None = None) -> list[SequenceInfo]:
-    """`--seq_names` and `--seq_split i/n`: the named sequences (in benchmark order), then the i-th (1-based) of n
-    contiguous shards of ceil(N / n) sequences each, as the original splits them."""
-    selected = list(sequences)
-    if names is not None:
-        wanted = set(names)
-        unknown = wanted - {s.name for s in selected}
-        if unknown:
-            raise ValueError(f"--seq_names: no such sequences: {', '.join(sorted(unknown)[:10])}")
-        selected = [s for s in selected if s.name in wanted]
-    if seq_split is not None:
-        parts = str(seq_split).split("/")
-        try:
-            index, count = int(parts[0]), int(parts[1])
-        except (ValueError, IndexError):
-            index = count = 0
-        if len(parts) != 2 or not 1 <= index <= count:
-            raise ValueError(f"--seq_split must be 'i/n' with 1 <= i <= n, got {seq_split!r}")
-        size = math.ceil(len(selected) / count)
-        selected = selected[size * (index - 1): size * index]
-    return selected
-
-
 # ============================================================================================== input helpers
 
 def _flag(key: str) -> str:
     return f"--{key}"
 
 
-def _annotation_list(source: Path, key: str) -> list:
-    """The list under `key` of the benchmark's annotation JSON, with errors naming the file and its flag."""
-    return _list(read_json(source, BenchmarkDataError, f"point {_flag('annotations')} elsewhere"), key, str(source))
-
-
-def _get(entry: Any, key: str, where: str) -> Any:
-    if not isinstance(entry, dict) or key not in entry:
-        raise BenchmarkDataError(f"{where}: missing field {key!r}")
-    return entry[key]
-
-
-def _list(entry: Any, key: str, where: str) -> list:
-    value = _get(entry, key, where)
-    if not isinstance(value, list) or not value:
-        raise BenchmarkDataError(f"{where}: {key!r} must be a non-empty list")
-    return value
-
-
-def _size(entry: Any, where: str) -> tuple[int, int]:
-    height, width = _get(entry, "height", where), _get(entry, "width", where)
-    try:
-        height, width = int(height), int(width)
-    except (TypeError, ValueError):
-        raise BenchmarkDataError(f"{where}: height and width must be integers") from None
-    if height < 1 or width < 1:
-        raise BenchmarkDataError(f"{where}: height and width must be positive, got {height}x{width}")
-    return height, width
+def _hint(key: str) -> str:
+    return f"point {_flag(key)} elsewhere"
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -270,21 +119,12 @@ _Settings = Mapping[str, Any]   # what a reader needs from the config: {"mode", 
 def _read_vis(paths: Mapping[str, Path], settings: _Settings) -> list[SequenceInfo]:
     """YouTube-VIS / OVIS: `videos[].{id, height, width, file_names: ["<video>/<frame>.jpg", ...]}`."""
     source = paths["annotations"]
-    videos = _annotation_list(source, "videos")
-    sequences = []
-    for i, video in enumerate(videos):
-        where = f"{source}: videos[{i}]"
-        file_names = _list(video, "file_names", where)
-        if not all(isinstance(f, str) and "/" in f for f in file_names):
-            raise BenchmarkDataError(f"{where}: file_names must be '<video>/<frame>' paths")
-        height, width = _size(video, where)
-        sequences.append(SequenceInfo(
-            name=file_names[0].split("/")[0],
-            frames=[paths["images"] / f for f in file_names],
-            frame_names=[Path(f).stem for f in file_names],
-            height=height, width=width,
-            meta={"video_id": int(_get(video, "id", where))},
-        ))
+    sequences = [
+        SequenceInfo(name=video.folder, frames=[paths["images"] / f for f in video.file_names],
+                     frame_names=[Path(f).stem for f in video.file_names], height=video.height, width=video.width,
+                     meta={"video_id": video.id})
+        for video in read_video_frames(source, BenchmarkDataError, _hint("annotations"))
+    ]
     return _unique_names(sequences, source)
 
 
@@ -378,7 +218,7 @@ def _burst_sequence(seq: BurstSequence, images: Path, source: Path, mode: str) -
     else:
         def load() -> list[ObjectReference]:
             return [ObjectReference(e.track_id, index_of[e.image_path], decode_rle(e.mask), None) for e in exemplars]
-        references = _DeferredReferences(len(exemplars), load)
+        references = LazyReferences(len(exemplars), load)
     return SequenceInfo(
         name=seq.name,
         frames=[images / seq.dataset / seq.seq_name / p for p in image_paths],
@@ -427,19 +267,17 @@ def cityscapes_vps_image_id(video: int, frame: int, file_name: str) -> str:
 
 def _read_cityscapes_vps(paths: Mapping[str, Path], settings: _Settings) -> list[SequenceInfo]:
     source = paths["annotations"]
-    images = _annotation_list(source, "images")
     videos: dict[int, dict[int, tuple[str, tuple[int, int]]]] = {}
-    for i, image in enumerate(images):
-        where = f"{source}: images[{i}]"
-        image_id, file_name = _get(image, "id", where), _get(image, "file_name", where)
-        if not isinstance(image_id, int) or image_id < 10000:
-            raise BenchmarkDataError(f"{where}: id must be an integer video * 10000 + frame, got {image_id!r}")
-        video, frame = divmod(image_id, 10000)
+    for i, image in enumerate(read_image_list(source, BenchmarkDataError, _hint("annotations"))):
+        if not isinstance(image.id, int) or image.id < 10000:
+            raise BenchmarkDataError(f"{source}: images[{i}]: id must be an integer video * 10000 + frame, got "
+                                     f"{image.id!r}")
+        video, frame = divmod(image.id, 10000)
         if settings["sparse_frames"] and frame % CITYSCAPES_VPS_FRAME_STEP:
             continue
         if frame in videos.setdefault(video, {}):
-            raise BenchmarkDataError(f"{where}: frame {frame} of video {video} is listed twice")
-        videos[video][frame] = (str(file_name), _size(image, where))
+            raise BenchmarkDataError(f"{source}: images[{i}]: frame {frame} of video {video} is listed twice")
+        videos[video][frame] = (image.file_name, (image.height, image.width))
     eval_frames = range(CITYSCAPES_VPS_FRAME_STEP, CITYSCAPES_VPS_VIDEO_LENGTH + 1, CITYSCAPES_VPS_FRAME_STEP)
     sequences = []
     for video, frames in sorted(videos.items()):
@@ -467,19 +305,14 @@ def _read_cityscapes_vps(paths: Mapping[str, Path], settings: _Settings) -> list
 def _read_vipseg(paths: Mapping[str, Path], settings: _Settings) -> list[SequenceInfo]:
     """VIPSeg: `videos[].{video_id, images[].{file_name (.png), height, width}}`; frames are <video>/<stem>.jpg."""
     source = paths["annotations"]
-    videos = _annotation_list(source, "videos")
     sequences = []
-    for i, video in enumerate(videos):
-        where = f"{source}: videos[{i}]"
-        video_id = str(_get(video, "video_id", where))
-        entries = _list(video, "images", f"{where} ({video_id})")
-        file_names = [str(_get(e, "file_name", f"{where} ({video_id}) images")) for e in entries]
-        height, width = _size(entries[0], f"{where} ({video_id}) images[0]")
+    for video_id, images in read_vipseg_video_list(source, BenchmarkDataError, _hint("annotations")):
+        file_names = [image.file_name for image in images]
         sequences.append(SequenceInfo(
             name=video_id,
             frames=[paths["images"] / video_id / f"{Path(f).stem}.jpg" for f in file_names],
             frame_names=[Path(f).stem for f in file_names],
-            height=height, width=width,
+            height=images[0].height, width=images[0].width,
             meta={"file_names": file_names},
         ))
     return _unique_names(sequences, source)
@@ -487,42 +320,13 @@ def _read_vipseg(paths: Mapping[str, Path], settings: _Settings) -> list[Sequenc
 
 # ============================================================================================== the table
 
-@dataclass(frozen=True)
-class _Spec:
-    task: Task
-    metric: str
-    splits: tuple[str, ...]
-    inputs: Callable[[str], dict[str, str]]   # split -> key -> path under the workspace
-    read: Callable[[Mapping[str, Path], _Settings], list[SequenceInfo]]
-    writer: type[ResultWriter]
-
-
-_IMG, _ANN = "dataset_images/inference", "dataset_annotations/inference"
-
-_SPECS: dict[str, _Spec] = {
-    "YOUTUBE_VIS": _Spec(Task.VIS, "ytvis", ("val",), lambda split: {
-        "images": f"{_IMG}/youtube_vis_2021", "annotations": f"{_ANN}/youtube_vis/valid_2021.json"},
-        _read_vis, writers.VisWriter),
-    "OVIS": _Spec(Task.VIS, "ovis", ("val",), lambda split: {
-        "images": f"{_IMG}/ovis", "annotations": f"{_ANN}/ovis/valid.json"},
-        _read_vis, writers.VisWriter),
-    "DAVIS": _Spec(Task.VOS, "davis", ("val", "testdev"), lambda split: {
-        "images": f"{_IMG}/davis", "annotations": f"{_ANN}/davis/Annotations",
-        "image_set": f"{_ANN}/davis/ImageSet_{split}.txt"},
-        _read_davis, writers.DavisWriter),
-    "BURST": _Spec(Task.VOS, "burst", ("val", "test"), lambda split: {
-        "images": f"{_IMG}/burst/{split}", "annotations": f"{_ANN}/burst/first_frame_annotations_{split}.json"},
-        _read_burst, writers.BurstWriter),
-    "KITTI_STEP": _Spec(Task.VPS, "kitti_step", ("val",), lambda split: {
-        "images": f"{_IMG}/kitti_step_val"},
-        _read_kitti_step, writers.KittiStepWriter),
-    "CITYSCAPES_VPS": _Spec(Task.VPS, "cityscapes_vps", ("val",), lambda split: {
-        "images": f"{_IMG}/cityscapes_vps_val", "annotations": f"{_ANN}/cityscapes_vps/im_all_info_val_city_vps.json"},
-        _read_cityscapes_vps, writers.CityscapesVpsWriter),
-    "VIPSEG": _Spec(Task.VPS, "vipseg", ("val", "test"), lambda split: {
-        "images": f"{_IMG}/vipseg" if split == "val" else f"{_IMG}/vipseg_test",
-        "annotations": f"{_ANN}/vipseg/{split}.json"},
-        _read_vipseg, writers.VipsegWriter),
+READERS: dict[str, Callable[[Mapping[str, Path], _Settings], list[SequenceInfo]]] = {  # by `BenchmarkInfo.layout`
+    "ytvis": _read_vis,
+    "davis": _read_davis,
+    "burst": _read_burst,
+    "kitti_step": _read_kitti_step,
+    "cityscapes_vps": _read_cityscapes_vps,
+    "vipseg": _read_vipseg,
 }
 
 
@@ -559,23 +363,25 @@ def open_benchmark(name: str, cfg: Config, *, workspace: str | os.PathLike | Non
                    paths: Mapping[str, str | os.PathLike | None] | None = None, split: str | None = None) -> Benchmark:
     """Read one benchmark's sequence list (frames, sizes, VOS/PET references).
 
-    name: one of BENCHMARKS (any case). cfg: its `datasets[name].inference` gives the default split, the BURST mode
-    and Cityscapes-VPS' sparse_frames. workspace: defaults to $TARVIS_WORKSPACE_DIR. paths: overrides by key of
-    PATH_KEYS (None values are ignored, so CLI flags can be passed through). split: overrides the config's split.
+    name: one of `datasets.BENCHMARKS` (any case). cfg: its `datasets[name].inference` gives the default split, the
+    BURST mode and Cityscapes-VPS' sparse_frames. workspace: defaults to $TARVIS_WORKSPACE_DIR. paths: overrides by
+    key of PATH_KEYS (None values are ignored, so CLI flags can be passed through). split: overrides the config's.
     """
     key = name.upper()
-    if key not in _SPECS:
+    if key not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
     if key not in cfg.datasets:
         raise ValueError(f"the config has no dataset {key} (datasets: {sorted(cfg.datasets)})")
-    spec, settings = _SPECS[key], cfg.datasets[key].inference
+    row, settings = dataset_info(key), cfg.datasets[key].inference
+    info = row.benchmark
     split = split or settings.split
-    if split not in spec.splits:
-        raise ValueError(f"{key} has no split {split!r}; choose from {', '.join(spec.splits)}")
-    resolved = _resolve_paths(key, spec.inputs(split), Path(workspace) if workspace is not None else None,
+    if split not in info.splits:
+        raise ValueError(f"{key} has no split {split!r}; choose from {', '.join(info.splits)}")
+    resolved = _resolve_paths(key, info.inputs(split), Path(workspace) if workspace is not None else None,
                               paths or {})
-    sequences = spec.read(resolved, {"mode": settings.mode, "sparse_frames": settings.sparse_frames})
-    thing_classes = vocabulary(key).thing_classes if spec.task is Task.VPS else ()
-    return Benchmark(name=key, task=spec.task, split=split, metric=spec.metric, thing_classes=thing_classes,
-                     paths=resolved, ground_truth=resolved.get("ground_truth"), _sequences=tuple(sequences),
-                     _writer=spec.writer)
+    sequences = READERS[info.layout](resolved, {"mode": settings.mode, "sparse_frames": settings.sparse_frames})
+    task = Task.PET if row.task is Task.VOS and info.layout == "burst" and settings.mode == "point" else row.task
+    thing_classes = vocabulary(key).thing_classes if row.task is Task.VPS else ()
+    return Benchmark(name=key, task=task, split=split, layout=info.layout, metric=info.metric,
+                     thing_classes=thing_classes, paths=resolved, ground_truth=resolved.get("ground_truth"),
+                     _sequences=tuple(sequences))
