@@ -128,6 +128,9 @@ class LossConfig:
     # Not in the original. Its VIS semantic loss reads class ids at a point by bilinear interpolation and
     # truncates (a boundary between classes 2 and 7 reads e.g. 4); true reads them with nearest (the fix).
     semantic_labels_nearest: bool = False
+    # Not in the original. Its VIS semantic loss reads class ids at a point by bilinear interpolation and
+    # truncates (a boundary between classes 2 and 7 reads e.g. 4); true reads them with nearest (the fix).
+    semantic_labels_nearest: bool = False
 
 
 @dataclass
