@@ -338,6 +338,7 @@ def _stack(layers: Sequence[object], field: str) -> Tensor:
 
 
 def _last_and_aux(out: dict[str, Tensor], name: str, per_layer: Tensor, aux_name: str | None = None) -> None:
+    per_layer = per_layer.detach()
     out[name] = per_layer[-1]
     out[aux_name or f"Aux_{name}"] = per_layer[:-1].mean()
 
@@ -407,14 +408,14 @@ class TarvisCriterion:
         self, layers: Sequence[InstancePrediction] | Sequence[ObjectPrediction],
         targets: InstanceTargets | PanopticTargets | ObjectTargets, points: PointSource | None = None,
     ) -> dict[str, Tensor]:
-        """Named scalar losses: "TotalL" (what to backpropagate: every layer's total, summed) and the original's
-        log names, last layer and `Aux_*` = mean over the other layers."""
+        """Named scalar losses: "TotalL" (what to backpropagate: every layer's total, summed) and, detached, the
+        original's log names: last layer, and `Aux_*` = mean over the other layers."""
         result = self.layer_losses(layers, targets, points)
         return named_losses(result, panoptic=isinstance(targets, PanopticTargets))
 
 
 def named_losses(result: LayerResult, panoptic: bool) -> dict[str, Tensor]:
-    """The original trainer's log names for per-layer losses (SPEC §5.6)."""
+    """"TotalL" and the original trainer's log names (detached) for per-layer losses (SPEC §5.6)."""
     losses = result.losses
     out = {"TotalL": sum(family["total"].sum() for family in losses.values())}
     if "objects" in losses:
@@ -434,5 +435,5 @@ def named_losses(result: LayerResult, panoptic: bool) -> dict[str, Tensor]:
         _last_and_aux(out, "SSegCeL", semantic["ce"], aux_name="Aux_SSegCe")  # sic: the original's name
         reg_name = "SSegRegL"
     if "reg" in semantic:
-        out[reg_name] = semantic["reg"].mean()  # the original logs the mean over all layers, not the last
+        out[reg_name] = semantic["reg"].detach().mean()  # the original logs the mean over all layers, not the last
     return out
