@@ -128,9 +128,6 @@ class LossConfig:
     # Not in the original. Its VIS semantic loss reads class ids at a point by bilinear interpolation and
     # truncates (a boundary between classes 2 and 7 reads e.g. 4); true reads them with nearest (the fix).
     semantic_labels_nearest: bool = False
-    # Not in the original. Its VIS semantic loss reads class ids at a point by bilinear interpolation and
-    # truncates (a boundary between classes 2 and 7 reads e.g. 4); true reads them with nearest (the fix).
-    semantic_labels_nearest: bool = False
 
 
 @dataclass
@@ -185,11 +182,7 @@ def _default_datasets() -> dict[str, DatasetConfig]:
         return DatasetConfig(type=row.task, num_classes=row.num_classes, training=training,
                              inference=DatasetInferenceConfig(**inference))
 
-    return {
-        "ADE20K": dataset("ADE20K"),
-        "CITYSCAPES": dataset("CITYSCAPES"),
-        "COCO": dataset("COCO"),
-        "MAPILLARY": dataset("MAPILLARY"),
+    tuned = {  # the datasets whose settings differ from the defaults; every other row gets the defaults
         "YOUTUBE_VIS": dataset("YOUTUBE_VIS", 10.0, resize("min_dim", [360, 480], 1024),
                                image_resize=resize("min_dim", [360], 1333, 300000)),
         "OVIS": dataset("OVIS", 10.0, resize("min_dim", [360, 480], 1024),
@@ -205,6 +198,7 @@ def _default_datasets() -> dict[str, DatasetConfig]:
         "BURST": dataset("BURST", 3.0, resize("min_dim", [512]), clip_length=8, frame_overlap=4,
                          image_resize=resize("min_dim", [512]), mode="point"),
     }
+    return {name: tuned[name] if name in tuned else dataset(name) for name in DATASETS}
 
 
 @dataclass
