@@ -1,4 +1,5 @@
-"""Building the network from a config, and loading a checkpoint (ours or the original's) with its config.
+"""Building the network (from sizes or from a config), and loading a checkpoint (ours or the original's) with
+its config.
 
 A checkpoint directory holds a `.pth` file and the `config.yaml` it was trained with, as the released
 TarViS models do. The `.pth` is either a training checkpoint with the weights under "model" (the original's
@@ -13,9 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from tarvis_fast.config import Config, load_config
 from tarvis_fast.model.backbones import build_backbone
+from tarvis_fast.model.decoder import MaskedAttentionDecoder
+from tarvis_fast.model.neck import TemporalNeck
+from tarvis_fast.model.object_encoder import ObjectEncoder
+from tarvis_fast.model.queries import QueryEmbeddings
 from tarvis_fast.model.tarvis import TarViS
 
 CLASS_TASKS = ("instance_seg", "panoptic_seg")  # dataset types that have semantic queries
@@ -30,10 +36,41 @@ def semantic_classes(cfg: Config) -> dict[str, int]:
     }
 
 
+def build_tarvis(backbone: nn.Module, *, semantic_classes: Mapping[str, int], num_instance_queries: int = 128,
+                 num_background_queries: int = 1, queries_per_mask_object: int = 4, dim: int = 256, num_heads: int = 8,
+                 decoder_layers: int = 9, decoder_ffn_dim: int = 2048, neck_layers: int = 6, neck_ffn_dim: int = 1024,
+                 object_encoder_layers: int = 4, bg_grid_size: tuple[int, int] = (4, 4),
+                 kernel_backend: str = "auto") -> TarViS:
+    """A randomly initialised TarViS on `backbone`, its other sub-modules built in the given sizes (by default
+    the released models').
+
+    Args:
+        backbone: see `TarViS`.
+        semantic_classes: semantic classes of each VIS/VPS dataset the model has semantic queries for.
+        num_instance_queries: 128 in the released models.
+        num_background_queries: VIS/VPS background queries (1).
+        queries_per_mask_object: queries per VOS mask object in training (4); eval mode uses twice as many.
+        dim, num_heads: width and heads of the neck, decoder and object encoder (256, 8).
+        decoder_layers, decoder_ffn_dim: 9, 2048 (the object encoder's FFNs are as wide).
+        neck_layers, neck_ffn_dim: 6, 1024.
+        object_encoder_layers: 4.
+        bg_grid_size: (rows, cols) of the VOS background queries, (4, 4).
+        kernel_backend: "auto", "triton" or "torch" for the deformable and masked attention ops.
+    """
+    return TarViS(
+        backbone,
+        neck=TemporalNeck(backbone.out_channels, dim, num_heads, neck_ffn_dim, neck_layers, kernel_backend),
+        queries=QueryEmbeddings(semantic_classes, dim, num_instance_queries, num_background_queries),
+        decoder=MaskedAttentionDecoder(dim, num_heads, decoder_ffn_dim, decoder_layers, backend=kernel_backend),
+        object_encoder=ObjectEncoder(dim, num_heads, object_encoder_layers, decoder_ffn_dim, bg_grid_size),
+        queries_per_mask_object=queries_per_mask_object,
+    )
+
+
 def build_model(cfg: Config) -> TarViS:
     """A randomly initialised TarViS as `cfg.model` and the training dataset list describe it."""
     m = cfg.model
-    return TarViS(
+    return build_tarvis(
         build_backbone(m.backbone, drop_path_rate=m.drop_path_rate),
         semantic_classes=semantic_classes(cfg),
         num_instance_queries=m.num_object_queries,

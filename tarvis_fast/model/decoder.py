@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tarvis_fast.kernels import MultiheadAttention
+from tarvis_fast.model.grad_checkpointing import GradCheckpointing
 from tarvis_fast.model.position import sine_embedding_3d
 from tarvis_fast.model.queries import QUERY_GROUPS, QuerySet
 
@@ -111,8 +112,9 @@ class MLP(nn.Module):
         return x
 
 
-class MaskedAttentionDecoder(nn.Module):
-    """The decoder (checkpoint prefix `decoder.`).
+class MaskedAttentionDecoder(GradCheckpointing, nn.Module):
+    """The decoder (checkpoint prefix `decoder.`). `set_grad_checkpointing()` checkpoints each layer (cross-
+    attention, self-attention and FFN together); the prediction heads between layers run as usual.
 
     Args:
         dim: query and feature width C (256).
@@ -172,13 +174,17 @@ class MaskedAttentionDecoder(nn.Module):
         predictions = [prediction]
         for i in range(self.num_layers):
             level = i % self.num_levels
-            x = self.transformer_cross_attention_layers[i](x, embeds, keys[level], values[level], attn_mask)
-            x = self.transformer_self_attention_layers[i](x, embeds)
-            x = self.transformer_ffn_layers[i](x)
+            x = self.run_layer(self._layer, i, x, embeds, keys[level], values[level], attn_mask)
             prediction, attn_mask = self._predict(x, mask_features, queries, sizes[(i + 1) % self.num_levels])
             if all_layers:
                 predictions.append(prediction)
         return predictions if all_layers else [prediction]
+
+    def _layer(self, i: int, x: Tensor, embeds: Tensor, keys: Tensor, values: Tensor, attn_mask: Tensor) -> Tensor:
+        """Layer i on queries x (B, Q, C): masked cross-attention to keys/values (B, N, C), self-attention, FFN."""
+        x = self.transformer_cross_attention_layers[i](x, embeds, keys, values, attn_mask)
+        x = self.transformer_self_attention_layers[i](x, embeds)
+        return self.transformer_ffn_layers[i](x)
 
     def _predict(self, x: Tensor, mask_features: Tensor, queries: QuerySet,
                  attn_size: tuple[int, int, int]) -> tuple[DecoderPrediction, Tensor]:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tarvis_fast.kernels import MultiheadAttention, ms_deform_attn
+from tarvis_fast.model.grad_checkpointing import GradCheckpointing
 from tarvis_fast.model.position import sine_embedding_2d, sine_embedding_3d
 
 ENCODER_FEATURES = ("res5", "res4", "res3")  # encoder levels 0, 1, 2: coarse to fine
@@ -181,8 +182,9 @@ def from_windows(windows: Tensor, index: Tensor, batch: int, frames: int) -> Ten
     return out
 
 
-class DeformableTemporalEncoder(nn.Module):
-    """`num_layers` × (deformable layer per frame, window layer across the clip); checkpoint prefix `encoder.`."""
+class DeformableTemporalEncoder(GradCheckpointing, nn.Module):
+    """`num_layers` × (deformable layer per frame, window layer across the clip); checkpoint prefix `encoder.`.
+    `set_grad_checkpointing()` checkpoints each of these layers."""
 
     def __init__(self, dim: int, num_heads: int, ffn_dim: int, num_layers: int, num_levels: int = 3,
                  backend: str = "auto") -> None:
@@ -210,8 +212,9 @@ class DeformableTemporalEncoder(nn.Module):
         index = window_token_index(level_shapes, device)
         window_pos = to_windows(pos_3d[None], index).repeat(batch, 1, 1)
         for layer, temporal_layer in zip(self.layers, self.temporal_layers):
-            src = layer(src, pos_2d, reference_points, spatial_shapes, level_start_index)
-            windows = temporal_layer(to_windows(src.view(batch, frames, *src.shape[1:]), index), window_pos)
+            src = self.run_layer(layer, src, pos_2d, reference_points, spatial_shapes, level_start_index)
+            windows = self.run_layer(temporal_layer, to_windows(src.view(batch, frames, *src.shape[1:]), index),
+                                     window_pos)
             src = from_windows(windows, index, batch, frames).flatten(0, 1)
         return src
 
@@ -244,6 +247,10 @@ class DeformableTemporalTransformer(nn.Module):
                 module.reset_parameters()
         nn.init.normal_(self.level_embed)
         nn.init.normal_(self.level_embed_3d)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters trained without weight decay (SPEC §5.4)."""
+        return {"level_embed", "level_embed_3d"}
 
     def forward(self, srcs: Sequence[Tensor], batch: int) -> list[Tensor]:
         """srcs: per level (B·T, C, h_l, w_l), coarse to fine -> the encoded levels, same shapes."""

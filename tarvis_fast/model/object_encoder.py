@@ -330,6 +330,10 @@ class ObjectEncoder(nn.Module):
     def num_background_queries(self) -> int:
         return self.grid[0] * self.grid[1]
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters trained without weight decay (SPEC §5.4): the three query embeddings."""
+        return {"mask_object_query_embed", "bg_query_embed", "point_object_query_embed"}
+
     def forward(self, pyramid: Sequence[Tensor], *, mask_frames: Tensor, masks: Tensor | None = None,
                 points: Tensor | None = None, point_frames: Tensor | None = None, queries_per_mask_object: int,
                 generator: torch.Generator | None = None) -> EncodedObjects:

@@ -72,14 +72,16 @@ def semantic_query_layout(num_classes: Mapping[str, int]) -> dict[str, tuple[int
 class QueryEmbeddings(nn.Module):
     """The learned query tables (checkpoint prefix `embedding_container.`).
 
+    Every table is trained without weight decay (`no_weight_decay`, SPEC §5.4).
+
     Args:
-        dim: query width C.
         semantic_classes: number of semantic classes of each VIS/VPS dataset the model was trained on.
+        dim: query width C (256).
         num_instance_queries: instance queries (128 in the released models).
         num_background_queries: background queries for VIS/VPS (1).
     """
 
-    def __init__(self, dim: int, semantic_classes: Mapping[str, int], num_instance_queries: int,
+    def __init__(self, semantic_classes: Mapping[str, int], dim: int = 256, num_instance_queries: int = 128,
                  num_background_queries: int = 1) -> None:
         super().__init__()
         if num_instance_queries <= 0 or num_background_queries <= 0:
@@ -98,6 +100,9 @@ class QueryEmbeddings(nn.Module):
     def reset_parameters(self) -> None:
         for param in self.parameters():
             nn.init.normal_(param)
+
+    def no_weight_decay(self) -> set[str]:
+        return {name for name, _ in self.named_parameters()}
 
     @property
     def datasets(self) -> list[str]:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tarvis_fast.model.decoder import DecoderPrediction, MaskedAttentionDecoder
+from tarvis_fast.model.grad_checkpointing import GradCheckpointing
 from tarvis_fast.model.neck import WINDOW_PIXELS, TemporalNeck
 from tarvis_fast.model.object_encoder import EncodedObjects, ObjectEncoder, ObjectReferences
 from tarvis_fast.model.outputs import InstancePrediction, ObjectPrediction, Task, TarvisOutput
@@ -27,6 +29,9 @@ from tarvis_fast.model.queries import QueryEmbeddings, QuerySet
 PIXEL_MEAN = (123.675, 116.28, 103.53)  # RGB, 0..255 scale (ResNet and Swin alike)
 PIXEL_STD = (58.395, 57.12, 57.375)
 PAD_VALUE = 128.0  # grey, before normalisation
+BACKBONE_PREFIX = "backbone.backbone."  # the per-frame backbone's parameters, trained at a lower learning rate
+# Layers whose parameters the original trains without weight decay: norms with affine parameters, embedding tables.
+_NO_WEIGHT_DECAY_MODULES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.Embedding)
 
 
 def padded_size(height: int, width: int) -> tuple[int, int]:
@@ -47,38 +52,53 @@ class BackboneWithNeck(nn.Module):
         return self.fpn(self.backbone(images.flatten(0, 1)), batch=images.shape[0])
 
 
-class TarViS(nn.Module):
-    """The network.
+class TarViS(GradCheckpointing, nn.Module):
+    """The network: a per-frame backbone, the temporal neck, the query tables, the decoder and the VOS/PET
+    object encoder. Sub-modules not given are built in the released models' sizes (width 256, 8 heads, 6 neck
+    and 9 decoder layers); `build_tarvis` builds them in other sizes, `build_model` from a config.
+
+    For training: `param_groups(lr, weight_decay)` gives the original's optimiser groups and
+    `set_grad_checkpointing()` recomputes the activations of the backbone blocks, neck layers and decoder layers
+    in the backward pass instead of keeping them.
 
     Args:
-        backbone: maps normalised images (N, 3, H, W) to {"res2": (N, C2, H/4, W/4), ..., "res5": (..., H/32, W/32)}
-            and has an `out_channels` dict (see `tarvis_fast.model.backbones.build_backbone`).
-        semantic_classes: semantic classes of each VIS/VPS dataset the model knows (its semantic query slices).
-        num_instance_queries: 128 in the released models.
-        num_background_queries: VIS/VPS background queries (1).
+        backbone: maps normalised images (N, 3, H, W) to {"res2": (N, C2, H/4, W/4), ..., "res5": (N, C5, H/32,
+            W/32)} and has an `out_channels` dict (see `tarvis_fast.model.backbones.build_backbone`).
+        neck: the temporal neck over the backbone's maps; by default a `TemporalNeck` on `backbone.out_channels`.
+        queries: the learned query tables; by default `QueryEmbeddings(semantic_classes)`.
+        decoder: the masked-attention decoder; by default `MaskedAttentionDecoder()`.
+        object_encoder: the VOS/PET object encoder; by default `ObjectEncoder()`.
+        semantic_classes: semantic classes of each VIS/VPS dataset the default `queries` hold (give this or
+            `queries`).
         queries_per_mask_object: queries per VOS mask object in training (4); eval mode uses twice as many.
-        dim, num_heads: width and heads of the neck, decoder and object encoder (256, 8).
-        decoder_layers, decoder_ffn_dim: 9, 2048 (the object encoder's FFNs are as wide).
-        neck_layers, neck_ffn_dim: 6, 1024.
-        object_encoder_layers: 4.
-        bg_grid_size: (rows, cols) of the VOS background queries, (4, 4).
-        kernel_backend: "auto", "triton" or "torch" for the deformable and masked attention ops.
+        kernel_backend: "auto", "triton" or "torch": the deformable and masked attention ops of the default neck
+            and decoder.
     """
 
-    def __init__(self, backbone: nn.Module, *, semantic_classes: Mapping[str, int], num_instance_queries: int = 128,
-                 num_background_queries: int = 1, queries_per_mask_object: int = 4, dim: int = 256,
-                 num_heads: int = 8, decoder_layers: int = 9, decoder_ffn_dim: int = 2048, neck_layers: int = 6,
-                 neck_ffn_dim: int = 1024, object_encoder_layers: int = 4, bg_grid_size: tuple[int, int] = (4, 4),
+    def __init__(self, backbone: nn.Module, neck: TemporalNeck | None = None, queries: QueryEmbeddings | None = None,
+                 decoder: MaskedAttentionDecoder | None = None, object_encoder: ObjectEncoder | None = None, *,
+                 semantic_classes: Mapping[str, int] | None = None, queries_per_mask_object: int = 4,
                  kernel_backend: str = "auto") -> None:
         super().__init__()
         if queries_per_mask_object < 1:
             raise ValueError(f"queries_per_mask_object must be >= 1, got {queries_per_mask_object}")
+        if (queries is None) == (semantic_classes is None):
+            raise ValueError("TarViS: give either `semantic_classes` (for the default query tables) or `queries`")
         self.queries_per_mask_object = queries_per_mask_object
-        neck = TemporalNeck(backbone.out_channels, dim, num_heads, neck_ffn_dim, neck_layers, kernel_backend)
+        # In build_tarvis's order, so that a seed gives the same weights either way.
+        if neck is None:
+            neck = TemporalNeck(backbone.out_channels, backend=kernel_backend)
+        if queries is None:
+            queries = QueryEmbeddings(semantic_classes)
+        if decoder is None:
+            decoder = MaskedAttentionDecoder(backend=kernel_backend)
+        if object_encoder is None:
+            object_encoder = ObjectEncoder()
+        # Attribute names are the original's checkpoint prefixes (SPEC §8).
         self.backbone = BackboneWithNeck(backbone, neck)
-        self.embedding_container = QueryEmbeddings(dim, semantic_classes, num_instance_queries, num_background_queries)
-        self.decoder = MaskedAttentionDecoder(dim, num_heads, decoder_ffn_dim, decoder_layers, backend=kernel_backend)
-        self.vos_query_extractor = ObjectEncoder(dim, num_heads, object_encoder_layers, decoder_ffn_dim, bg_grid_size)
+        self.embedding_container = queries
+        self.decoder = decoder
+        self.vos_query_extractor = object_encoder
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN))
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD))
 
@@ -86,6 +106,54 @@ class TarViS(nn.Module):
     def datasets(self) -> list[str]:
         """The VIS/VPS datasets the model has semantic queries for."""
         return self.embedding_container.datasets
+
+    # -- training ----------------------------------------------------------------------------------------------
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters the original trains without weight decay (SPEC §5.4): those of norm layers
+        (batch, group, layer, instance norm) and `nn.Embedding`s (the decoder's `scale_embed`), and those each
+        sub-module names in its own `no_weight_decay()`: the query tables (`embedding_container.*`), the object
+        encoder's three query embeddings, the neck's `level_embed` and `level_embed_3d`. Swin's
+        `relative_position_bias_table`s keep their weight decay, as in the original."""
+        names: set[str] = set()
+        for prefix, module in self.named_modules():
+            if module is self:
+                continue
+            if isinstance(module, _NO_WEIGHT_DECAY_MODULES):
+                names.update(f"{prefix}.{name}" for name, _ in module.named_parameters(recurse=False))
+            if hasattr(module, "no_weight_decay"):
+                names.update(f"{prefix}.{name}" for name in module.no_weight_decay())
+        return names
+
+    def param_groups(self, lr: float, weight_decay: float, backbone_lr_factor: float = 0.1) -> list[dict[str, Any]]:
+        """The original's optimiser parameter groups (SPEC §5.4):
+
+            optimizer = torch.optim.AdamW(model.param_groups(lr=1e-4, weight_decay=0.05))
+
+        The per-frame backbone (`backbone.backbone.*`) trains at `lr * backbone_lr_factor`, everything else at
+        `lr`; the parameters of `no_weight_decay()` have weight decay 0, the others `weight_decay`. Returns the
+        non-empty ones of four groups, each a dict with "name" ("backbone", "backbone_no_decay", "head",
+        "head_no_decay"), "params", "lr" and "weight_decay". Frozen parameters (requires_grad False) are left out.
+        """
+        no_decay = self.no_weight_decay()
+        settings = {
+            "backbone": (lr * backbone_lr_factor, weight_decay),
+            "backbone_no_decay": (lr * backbone_lr_factor, 0.0),
+            "head": (lr, weight_decay),
+            "head_no_decay": (lr, 0.0),
+        }
+        params: dict[str, list[nn.Parameter]] = {name: [] for name in settings}
+        for name, param in self.named_parameters():
+            if param.requires_grad:
+                group = "backbone" if name.startswith(BACKBONE_PREFIX) else "head"
+                params[group + ("_no_decay" if name in no_decay else "")].append(param)
+        return [
+            {"name": group, "params": params[group], "lr": group_lr, "weight_decay": group_decay}
+            for group, (group_lr, group_decay) in settings.items()
+            if params[group]
+        ]
+
+    # -- forward ---------------------------------------------------------------------------------------------
 
     def forward(self, images: Tensor, task: Task | str, *, dataset: str | None = None,
                 objects: ObjectReferences | None = None, all_layers: bool = True) -> TarvisOutput:

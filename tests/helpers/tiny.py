@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tarvis_fast.model import TarViS
+from tarvis_fast.model import TarViS, build_tarvis
 
 DATASETS = {"YOUTUBE_VIS": 40, "KITTI_STEP": 19}
 
@@ -40,7 +40,7 @@ def tiny_model(seed: int = 0, **overrides: Any) -> TarViS:
         decoder_ffn_dim=96, neck_layers=1, neck_ffn_dim=96, object_encoder_layers=2,
     )
     kwargs.update(overrides)
-    return TarViS(TinyBackbone(), **kwargs)
+    return build_tarvis(TinyBackbone(), **kwargs)
 
 
 def clip(batch: int = 1, frames: int = 2, height: int = 64, width: int = 128, seed: int = 0) -> Tensor:

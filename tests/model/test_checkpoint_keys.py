@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from tarvis_fast.config import load_config
-from tarvis_fast.model import build_model
+from tarvis_fast.model import TarViS, build_model, semantic_classes
+from tarvis_fast.model.backbones import build_backbone
 
 from .checkpoint_spec import BACKBONES, expected_keys
 
@@ -50,3 +51,12 @@ def test_semantic_query_slices_follow_the_alphabetical_dataset_order() -> None:
     assert model.embedding_container.semantic_slices == {
         "ADE20K": (1, 151), "CITYSCAPES": (151, 185), "COCO": (185, 318), "MAPILLARY": (318, 383),
     }
+
+
+def test_default_sub_modules_are_the_released_models() -> None:
+    # TarViS(backbone, semantic_classes=...) builds the neck, query tables, decoder and object encoder in the
+    # released sizes: the same keys and shapes as the fine-tuning config builds.
+    cfg = load_config(CONFIGS / "finetune_resnet50_swin-tiny.yaml")
+    with torch.device("meta"):
+        model = TarViS(build_backbone("ResNet50"), semantic_classes=semantic_classes(cfg))
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == expected_keys("ResNet50", 228)

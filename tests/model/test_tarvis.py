@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tarvis_fast.model import InstancePrediction, ObjectPrediction, ObjectReferences, Task, padded_size
+from tarvis_fast.model import InstancePrediction, ObjectPrediction, ObjectReferences, Task, TarViS, padded_size
 
 from helpers.tiny import DATASETS, box_masks, clip, tiny_model
 
@@ -213,3 +213,16 @@ def test_semantic_queries_are_swapped_per_dataset(model) -> None:
         b = model(clip(), Task.VIS, dataset="YOUTUBE_VIS").final.class_logits
         model.embedding_container._semantic_queries[1:20].sub_(1.0)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_sub_modules_given_are_used_as_they_are(model) -> None:
+    parts = model.backbone.fpn, model.embedding_container, model.decoder, model.vos_query_extractor
+    rebuilt = TarViS(model.backbone.backbone, *parts)
+    assert (rebuilt.backbone.fpn, rebuilt.embedding_container, rebuilt.decoder, rebuilt.vos_query_extractor) == parts
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(clip(), Task.VPS, dataset="KITTI_STEP").final.mask_logits,
+                                   model(clip(), Task.VPS, dataset="KITTI_STEP").final.mask_logits, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="either `semantic_classes`"):
+        TarViS(model.backbone.backbone, *parts, semantic_classes=DATASETS)
+    with pytest.raises(ValueError, match="either `semantic_classes`"):
+        TarViS(model.backbone.backbone)

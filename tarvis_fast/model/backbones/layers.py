@@ -7,15 +7,17 @@ from types import MappingProxyType
 import torch
 from torch import Tensor, nn
 
+from ..grad_checkpointing import GradCheckpointing
+
 FEATURE_STRIDES: Mapping[str, int] = MappingProxyType({"res2": 4, "res3": 8, "res4": 16, "res5": 32})
 
 
-class Backbone(nn.Module):
+class Backbone(GradCheckpointing, nn.Module):
     """A per-frame feature extractor returning four feature maps.
 
     `forward(images)` takes normalised images `(N, 3, H, W)` (any H, W) and returns
     `{"res2": (N, C2, ⌈H/4⌉, ⌈W/4⌉), ..., "res5": (N, C5, ⌈H/32⌉, ⌈W/32⌉)}`, contiguous when the input is,
-    channels given by `out_channels`.
+    channels given by `out_channels`. `set_grad_checkpointing()` checkpoints each block.
     """
 
     strides: Mapping[str, int] = FEATURE_STRIDES

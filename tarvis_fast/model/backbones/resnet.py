@@ -104,7 +104,8 @@ class ResNet(Backbone):
         x = self.stem(images)
         features = {}
         for name in self.stage_names:
-            x = getattr(self, name)(x)
+            for block in getattr(self, name):
+                x = self.run_layer(block, x)
             features[name] = x
         return features
 

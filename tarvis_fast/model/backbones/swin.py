@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..grad_checkpointing import GradCheckpointing
 from .layers import Backbone, DropPath, check_images
 
 PATCH_SIZE = 4
@@ -194,7 +195,7 @@ class PatchMerging(nn.Module):
         return self.reduction(self.norm(x.reshape(batch, half_h, half_w, 4 * channels)))
 
 
-class SwinStage(nn.Module):
+class SwinStage(GradCheckpointing, nn.Module):
     """`depth` blocks alternating regular and shifted windows, then (except in the last stage) patch merging."""
 
     def __init__(self, dim: int, depth: int, num_heads: int, window: int, drop_paths: Sequence[float],
@@ -213,7 +214,7 @@ class SwinStage(nn.Module):
         padded_h, padded_w = height + -height % self.window, width + -width % self.window
         shift_mask = shifted_window_mask(padded_h, padded_w, self.window, self.shift, x.device)
         for block in self.blocks:
-            x = block(x, shift_mask)
+            x = self.run_layer(block, x, shift_mask)
         return x, (self.downsample(x) if self.downsample is not None else None)
 
 
