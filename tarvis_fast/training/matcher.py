@@ -6,11 +6,13 @@ query q for instance n is
     5 * mean BCE(mask_q, mask_n) + 2 * (-softmax(class_logits_q)[class_n]) + 5 * dice(mask_q, mask_n)
 
 on P random points shared by every mask and frame of the sample (T * P values per mask), in fp32 or wider.
-The costs of all layers and samples come from a few batched tensor ops; only `linear_sum_assignment` runs once
-per (layer, sample), on the CPU, as it must.
+The class costs of all layers and samples come from one batched op and the targets of a sample are read at all
+layers' points at once; the mask costs (a grid_sample and two matmuls) and `linear_sum_assignment` (on the CPU,
+as it must) run once per (layer, sample). No dense full-resolution cost volume is ever built.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -52,50 +54,51 @@ def padded_target_classes(targets: InstanceTargets) -> tuple[Tensor, Tensor]:
     return ids, valid
 
 
+def mask_costs(pred: Tensor, gt: Tensor, costs: MatchCosts) -> Tensor:
+    """Weighted mask BCE + dice costs of every (query, instance) pair: pred (Q, T*P) logits, gt (N, T*P) -> (Q, N)."""
+    # Mean BCE over points: sum_p softplus(x) - x * t (= t * BCE(x, 1) + (1 - t) * BCE(x, 0)), as one matmul.
+    gt_t = gt.T
+    cost_ce = (F.softplus(pred).sum(-1, keepdim=True) - pred @ gt_t) / pred.shape[1]
+    prob = pred.sigmoid()
+    cost_dice = 1 - (2 * (prob @ gt_t) + 1) / (prob.sum(-1, keepdim=True) + gt.sum(-1) + 1)
+    return costs.mask_ce * cost_ce + costs.mask_dice * cost_dice
+
+
 @torch.no_grad()
 def matching_costs(
-    mask_logits: Tensor, class_logits: Tensor, targets: InstanceTargets, points: Tensor,
+    mask_logits: Sequence[Tensor], class_logits: Tensor, targets: InstanceTargets, points: Tensor,
     costs: MatchCosts = MatchCosts(),
 ) -> Tensor:
     """The cost of every (query, instance) pair, for every layer and sample.
 
-    mask_logits:  (L, B, Q, T, h, w) at 1/4 of the targets' resolution
+    mask_logits:  per layer, (B, Q, T, h, w) at 1/4 of the targets' resolution
     class_logits: (L, B, Q, 1 + C)
     points:       (L, B, P, 2), each (layer, sample) its own P points, shared by its masks and frames
     returns       (L, B, Q, N_max) in fp32 or wider; columns n >= N_b of sample b are padding
     """
-    num_layers, batch, queries, frames, h, w = mask_logits.shape
-    dtype = compute_dtype(mask_logits.dtype)
+    num_layers = len(mask_logits)
+    queries, frames = mask_logits[0].shape[1:3]
+    dtype = compute_dtype(mask_logits[0].dtype)
     points = points.to(dtype)
-    num_points = points.shape[2]
-    n_max = max(len(c) for c in targets.classes)
-
-    # Predictions: one grid_sample over (layer, sample), the Q*T maps of a sample sharing its points.
-    pred = point_sample(mask_logits.to(dtype).reshape(num_layers * batch, queries * frames, h, w),
-                        points.reshape(num_layers * batch, num_points, 2))
-    pred = pred.reshape(num_layers * batch, queries, frames * num_points)
-
-    # Targets: per sample, its N*T full-resolution masks read at all layers' points in one call.
-    gt = pred.new_zeros(num_layers, batch, n_max, frames * num_points)
-    for b, masks in enumerate(targets.masks):
-        n = len(masks)
-        if n:
-            sampled = point_sample(masks.to(dtype).reshape(1, n * frames, *masks.shape[-2:]), points[:, b][None])
-            gt[:, b, :n] = sampled.reshape(n, frames, num_layers, num_points).permute(2, 0, 1, 3).flatten(2)
-    gt = gt.reshape(num_layers * batch, n_max, frames * num_points)
-
-    # Mean BCE over points: sum_p softplus(x) - x * t (= t * BCE(x, 1) + (1 - t) * BCE(x, 0)), as one matmul.
-    gt_t = gt.transpose(1, 2)
-    cost_ce = (F.softplus(pred).sum(-1, keepdim=True) - pred @ gt_t) / (frames * num_points)
-    prob = pred.sigmoid()
-    cost_dice = 1 - (2 * (prob @ gt_t) + 1) / (prob.sum(-1, keepdim=True) + gt.sum(-1)[:, None, :] + 1)
 
     ids, _ = padded_target_classes(targets)
     class_prob = class_logits.to(dtype).softmax(-1)  # (L, B, Q, 1 + C)
-    cost_class = -class_prob.gather(3, ids[None, :, None, :].expand(num_layers, -1, queries, -1))
+    cost = -costs.class_prob * class_prob.gather(3, ids[None, :, None, :].expand(num_layers, -1, queries, -1))
 
-    cost = costs.mask_ce * cost_ce + costs.mask_dice * cost_dice
-    return cost.reshape(num_layers, batch, queries, n_max) + costs.class_prob * cost_class
+    for b, masks in enumerate(targets.masks):
+        n = len(masks)
+        if not n:
+            continue
+        # Targets: the sample's N*T full-resolution masks read at all layers' points in one call -> (L, N, T*P).
+        gt = point_sample(masks.to(dtype).reshape(1, n * frames, *masks.shape[-2:]), points[:, b][None])
+        gt = gt.reshape(n, frames, num_layers, -1).permute(2, 0, 1, 3).flatten(2)
+        for l, layer in enumerate(mask_logits):
+            # Each query a batch row of T channels, the points broadcast over queries (no copy). Reading the Q*T
+            # channels of one row at each point instead is several times slower on CPU (Q*T planes far apart),
+            # and stacking all layers' samples first costs a copy and ~10x the memory for no gain.
+            pred = point_sample(layer[b].to(dtype), points[l, b][None].expand(queries, -1, -1)).flatten(1)
+            cost[l, b, :, :n] += mask_costs(pred, gt[l], costs)
+    return cost
 
 
 def assign(costs: Tensor, targets: InstanceTargets) -> list[list[Match]]:
@@ -112,7 +115,7 @@ def assign(costs: Tensor, targets: InstanceTargets) -> list[list[Match]]:
 
 
 def match_instances(
-    mask_logits: Tensor, class_logits: Tensor, targets: InstanceTargets, points: Tensor,
+    mask_logits: Sequence[Tensor], class_logits: Tensor, targets: InstanceTargets, points: Tensor,
     costs: MatchCosts = MatchCosts(),
 ) -> list[list[Match]]:
     """matches[l][b] = (query indices, instance indices) of layer l, sample b (shapes as in `matching_costs`)."""

@@ -110,5 +110,8 @@ def multiclass_uncertainty(logits: Tensor) -> Tensor:
 
     logits: (N, C, ...) -> (N, ...)
     """
-    top2 = logits.topk(2, dim=1).values
-    return top2[:, 1] - top2[:, 0]
+    # The same two values topk(2) gives (a tied maximum included), from two max reductions: topk along a
+    # non-innermost dimension is several times slower on CPU.
+    first, where = logits.max(1, keepdim=True)
+    second = logits.scatter(1, where, float("-inf")).max(1).values
+    return second - first[:, 0]
