@@ -32,6 +32,7 @@ CASE_MODULES = {
     "masked_attention": "cases_masked_attention",
     "window_attention": "cases_window_attention",
     "model": "cases_model",
+    "losses": "cases_losses",
 }
 
 

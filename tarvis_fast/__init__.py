@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["VideoPredictor", "load_model"]
+from tarvis_fast.tasks import Task
+
+__all__ = ["Task", "VideoPredictor", "load_model"]
 
 
 def __getattr__(name: str) -> Any:

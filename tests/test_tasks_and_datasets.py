@@ -65,3 +65,23 @@ def test_min_dim_resize_rule_and_mask_threshold():
     thin = np.zeros((1, 4, 4), bool)
     thin[0, :, 0] = True
     assert not resize_masks(thin, (2, 2)).any()
+
+
+def test_the_model_takes_pet_as_an_object_guided_call():
+    import torch
+
+    from helpers.tiny import box_masks, clip, tiny_model
+    from tarvis_fast.model import ObjectReferences
+
+    model = tiny_model().eval()
+    images = clip(height=64, width=64)
+    points = ObjectReferences(points=torch.tensor([[[0.5, 0.5]]]), point_frames=torch.tensor([[0]]))
+    with torch.no_grad():
+        pet = model(images, Task.PET, objects=points)
+        vos = model(images, "vos", objects=points)
+    assert pet.task is Task.PET and torch.equal(pet.final.object_logits, vos.final.object_logits)
+    with pytest.raises(ValueError, match="needs `objects`"):
+        model(images, Task.PET)
+    with pytest.raises(ValueError, match="takes no `objects`"):
+        model(images, Task.VIS, dataset="KITTI_STEP", objects=ObjectReferences(
+            masks=box_masks(1, [(8, 8, 40, 30)], 1, 64, 64), mask_frames=torch.tensor([0])))

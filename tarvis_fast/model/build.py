@@ -23,8 +23,9 @@ from tarvis_fast.model.neck import TemporalNeck
 from tarvis_fast.model.object_encoder import ObjectEncoder
 from tarvis_fast.model.queries import QueryEmbeddings
 from tarvis_fast.model.tarvis import TarViS
+from tarvis_fast.tasks import Task
 
-CLASS_TASKS = ("instance_seg", "panoptic_seg")  # dataset types that have semantic queries
+CLASS_TASKS = (Task.VIS, Task.VPS)  # dataset types that have semantic queries
 
 
 def semantic_classes(cfg: Config) -> dict[str, int]:

@@ -22,9 +22,14 @@ from torch import Tensor, nn
 from tarvis_fast.model.decoder import DecoderPrediction, MaskedAttentionDecoder
 from tarvis_fast.model.grad_checkpointing import GradCheckpointing
 from tarvis_fast.model.neck import WINDOW_PIXELS, TemporalNeck
-from tarvis_fast.model.object_encoder import EncodedObjects, ObjectEncoder, ObjectReferences
-from tarvis_fast.model.outputs import InstancePrediction, ObjectPrediction, Task, TarvisOutput
+from tarvis_fast.model.object_encoder import (
+    EncodedObjects,
+    ObjectEncoder,
+    ObjectReferences,
+)
+from tarvis_fast.model.outputs import InstancePrediction, ObjectPrediction, TarvisOutput
 from tarvis_fast.model.queries import QueryEmbeddings, QuerySet
+from tarvis_fast.tasks import Task
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)  # RGB, 0..255 scale (ResNet and Swin alike)
 PIXEL_STD = (58.395, 57.12, 57.375)
@@ -159,34 +164,35 @@ class TarViS(GradCheckpointing, nn.Module):
                 objects: ObjectReferences | None = None, all_layers: bool = True) -> TarvisOutput:
         """
         images:     (B, T, 3, H, W) RGB, 0..255, float
-        task:       Task.VIS / Task.VPS (with `dataset`) or Task.VOS (with `objects`)
+        task:       Task.VIS / Task.VPS (with `dataset`) or Task.VOS / Task.PET (with `objects`: PET is VOS whose
+                    objects are points; the network has one object-guided mode); a Task or its name
         dataset:    the VIS/VPS dataset whose semantic queries (classes) to use, e.g. "YOUTUBE_VIS"
         objects:    the VOS/PET objects (masks and/or points)
         all_layers: return the prediction of every decoder layer (training); False keeps only the final one
         """
-        task = Task(task)
+        task = Task.parse(task)
         if not images.is_floating_point() or images.dim() != 5 or images.shape[2] != 3:
             raise ValueError(f"images must be a float (B, T, 3, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
         batch, frames, _, height, width = images.shape
         size = padded_size(height, width)
-        if task is Task.VOS:
+        if task.guided_by_objects:
             if objects is None:
-                raise ValueError("Task.VOS needs `objects` (ObjectReferences with masks and/or points)")
+                raise ValueError(f"{task} needs `objects` (ObjectReferences with masks and/or points)")
             objects.validate(batch, frames, (height, width), size)
         elif objects is not None:
-            raise ValueError(f"{task} takes no `objects`; they are for Task.VOS")
+            raise ValueError(f"{task} takes no `objects`; they are for Task.VOS and Task.PET")
 
         padded = F.pad(images, (0, size[1] - width, 0, size[0] - height), value=PAD_VALUE)
         normalised = (padded - self.pixel_mean[:, None, None]) / self.pixel_std[:, None, None]
         pyramid = self.backbone(normalised)
 
-        if task is Task.VOS:
+        if task.guided_by_objects:
             encoded = self._encode_objects(pyramid, objects, (height, width), size)
             queries = self._object_queries(encoded)
         else:
             queries = self._class_queries(dataset, batch)
         predictions = self.decoder(pyramid[:3], pyramid[3], queries, all_layers=all_layers)
-        if task is Task.VOS:
+        if task.guided_by_objects:
             layers = [self._object_prediction(p, encoded) for p in predictions]
         else:
             layers = [self._instance_prediction(p, queries, task) for p in predictions]

@@ -40,7 +40,10 @@ def test_compiled_training_step_gives_eager_gradients() -> None:
     eager, compiled = gradients(False), gradients(True)
     assert eager.keys() == compiled.keys() and len(eager) > 100
     for name in eager:
-        torch.testing.assert_close(compiled[name], eager[name], rtol=1e-4, atol=1e-6, msg=name)
+        # float32 summation-order error scales with the tensor's largest gradient: an absolute floor of 1e-6 alone
+        # failed near-zero entries of a tensor whose gradients reach ~5 (a 1.9e-6 difference).
+        scale = float(eager[name].abs().max().clamp(min=1.0))
+        torch.testing.assert_close(compiled[name], eager[name], rtol=1e-4, atol=1e-6 * scale, msg=name)
 
 
 def test_triton_kernels_match_the_pytorch_path() -> None:
