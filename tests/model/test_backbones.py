@@ -166,6 +166,7 @@ def test_frozen_batch_norm_formula_and_identity_init():
     assert list(bn.parameters()) == []
 
 
+@pytest.mark.slow
 def test_frozen_bn_is_frozen_in_train_mode_and_convs_learn():
     torch.manual_seed(0)
     model = build_backbone("ResNet50")
@@ -422,6 +423,7 @@ def test_gradients_reach_every_swin_parameter_after_inference_mode_use():
         assert param.grad is not None and torch.isfinite(param.grad).all() and param.grad.abs().sum() > 0, name
 
 
+@pytest.mark.slow
 def test_torch_compile_captures_one_graph_with_eager_outputs_and_gradients():
     # backend="aot_eager", as in tests/model/test_compile_and_kernels.py: Dynamo must capture the whole forward
     # (fullgraph=True fails on any graph break, e.g. in the shifted-window mask path) and AOTAutograd traces the

@@ -7,6 +7,7 @@ on top takes minutes on a 2-core CPU and is timed in bench/test_bench_model.py i
 """
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tarvis_fast.model import ObjectReferences, Task
@@ -14,6 +15,7 @@ from tarvis_fast.model import ObjectReferences, Task
 from helpers.tiny import box_masks, clip, tiny_model
 
 
+@pytest.mark.slow
 def test_compiled_forward_equals_eager() -> None:
     model = tiny_model().eval()
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
@@ -26,6 +28,7 @@ def test_compiled_forward_equals_eager() -> None:
         torch.testing.assert_close(b.class_logits, a.class_logits, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_compiled_training_step_gives_eager_gradients() -> None:
     images = clip(batch=2)
 
@@ -65,6 +68,7 @@ def test_triton_kernels_match_the_pytorch_path() -> None:
                     torch.testing.assert_close(getattr(a, name), value, rtol=1e-4, atol=1e-4, msg=name)
 
 
+@pytest.mark.slow
 def test_triton_kernels_give_the_pytorch_paths_gradients() -> None:
     images = clip(height=64, width=64)
 

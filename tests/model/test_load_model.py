@@ -69,6 +69,7 @@ def original_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
     return save_original_checkpoint(tmp_path_factory.mktemp("resnet50_finetune"), state), state
 
 
+@pytest.mark.slow
 def test_original_checkpoint_loads_strictly_with_every_tensor(original_checkpoint) -> None:
     path, state = original_checkpoint
     model = tarvis_fast.load_model(path)

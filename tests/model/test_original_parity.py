@@ -216,6 +216,7 @@ def model() -> TarViS:
     return model
 
 
+@pytest.mark.slow
 def test_weights_and_inputs_are_those_of_the_fixture(fixture: dict[str, Any], model: TarViS) -> None:
     """Guards the generators above: the fixture is only meaningful for the exact weights and inputs it was
     made with."""
@@ -226,6 +227,7 @@ def test_weights_and_inputs_are_those_of_the_fixture(fixture: dict[str, Any], mo
     assert int(synthetic_masks().sum()) > 0 and int(propagated_masks().sum()) > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_matches_original(case: str, fixture: dict[str, Any], model: TarViS) -> None:
     expected = fixture["cases"][case]
