@@ -255,7 +255,10 @@ def semantic_losses(
     candidates, uniform = draw_uncertain_points(source, name, (num_layers, rows), options.num_points,
                                                 logits.dtype, logits.device)
     with torch.no_grad():
-        uncertainty = multiclass_uncertainty(point_sample(flat, candidates.flatten(0, 1)))
+        # One layer at a time: every class read at 3P candidates is the largest tensor of the losses (e.g. 10
+        # layers x 3 frames x 41 classes x 37632 points, 185 MB in fp32, twice over for the top-2).
+        uncertainty = torch.cat([multiclass_uncertainty(point_sample(logits[l], candidates[l]))
+                                 for l in range(num_layers)])
         if ignore is not None:
             # The original steers its chosen points off ignore regions with an ignore map at the logits'
             # resolution (bilinear 1/4, > 0.5): a candidate whose bilinear read of it is non-zero gets

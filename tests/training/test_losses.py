@@ -155,8 +155,17 @@ def test_half_precision_inputs_computed_in_fp32(task: str, dtype: torch.dtype) -
 # Normalisation, names, dispatch
 
 
-def test_mean_over_ranks_single_process() -> None:
+def test_mean_over_ranks_single_process(tmp_path) -> None:
     assert torch.equal(mean_over_ranks(torch.tensor([3.0])), torch.tensor([3.0]))
+    # An initialised group of one rank takes the all-reduce path and gives the same.
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        count = torch.tensor([3.0])
+        assert torch.equal(mean_over_ranks(count), torch.tensor([3.0])) and count.item() == 3.0
+    finally:
+        dist.destroy_process_group()
 
 
 def test_instance_count_is_averaged_over_ranks() -> None:
