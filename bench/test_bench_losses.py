@@ -18,9 +18,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cases_losses import SHAPES, Shape, batched_losses, make_inputs, per_layer_losses, total  # noqa: E402
+from cases_losses import SHAPES, Shape, batched_losses, make_inputs, per_layer_losses, total
 
-from tarvis_fast.training.point_sampling import RandomPoints, ReplayPoints  # noqa: E402
+from tarvis_fast.training.point_sampling import RandomPoints, ReplayPoints
 
 CPU = torch.device("cpu")
 TIMED = {shape.task: shape for shape in SHAPES if shape.task in ("vis", "vos")}

@@ -9,10 +9,12 @@ or `PanopticTargets` (VPS: instance + sparse semantic loss with ignore), `Object
 `ObjectTargets` (VOS and PET: background + per-object mask loss).
 
 Every loss is a mean or a sum over PointRend points (`point_sampling`), computed for all L decoder layers at
-once: predictions of every layer are gathered into one tensor and read in one `grid_sample`, targets are read
-at full resolution once per target mask for all layers' points, and the layers' matching costs come from one
-batched op (`matcher`). Point losses and costs run in fp32 for half-precision (AMP) inputs, in float64 for
-float64 inputs.
+once: the masks to supervise (matched queries, VOS channels, semantic (sample, frame) rows) of every layer are
+gathered into one tensor and read at their points in one `grid_sample`; each full-resolution target map is read
+once, at all layers' points; classification and its weights are one batched op. Two steps go per layer on
+purpose: the matcher's mask costs and assignment (see `matcher`), and the semantic loss's reading of every
+class at its 3P candidates (the largest tensor; per layer it bounds the memory). Point losses and costs run in
+fp32 for half-precision (AMP) inputs, in float64 for float64 inputs.
 
 Quirks of the original reproduced here (named where they happen): the VIS semantic labels are read from the
 class-id map by *bilinear* interpolation and truncated to int (`LossConfig.semantic_labels_nearest` reads them
@@ -74,7 +76,7 @@ def sample_targets(targets: Tensor, points: Tensor, rows: Tensor | None, mode: s
     targets: (G, 1, H, W); points: (L, M, P, 2); rows: (L, M) index of the target map of each (layer, row), or
     None when row m is map m in every layer (M == G). Returns (L, M, P).
     """
-    num_layers, num_rows, num_points, _ = points.shape
+    num_layers, _, num_points, _ = points.shape
     if rows is None:
         grid = points.transpose(0, 1)
     else:

@@ -5,6 +5,7 @@ Equality with the original is in test_original_parity.py; these use small random
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -249,6 +250,15 @@ def test_bilinear_labels_quirk_and_nearest_fix() -> None:
     nearest = sample_targets(label_map, points, None, "nearest").to(torch.int64)
     assert set(bilinear.unique().tolist()) == {0, 1, 2, 3}
     assert set(nearest.unique().tolist()) == {0, 3}
+
+
+def test_nearest_labels_flag_changes_only_the_vis_semantic_loss() -> None:
+    layers, targets, points = instance_layers(), instance_targets(), RecordingPoints()
+    quirk = TarvisCriterion(CONFIG, num_points=POINTS)(layers, targets, points)
+    fixed = TarvisCriterion(replace(CONFIG, semantic_labels_nearest=True), num_points=POINTS)(
+        layers, targets, ReplayPoints(points.drawn))
+    assert all(torch.equal(quirk[k], fixed[k]) for k in quirk if k.startswith(("ISeg", "Aux_ISeg")))
+    assert not torch.equal(quirk["SSegCeL"], fixed["SSegCeL"])
 
 
 def test_null_classes_are_absent_and_never_predicted() -> None:

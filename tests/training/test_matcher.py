@@ -10,6 +10,7 @@ from tarvis_fast.training.matcher import MatchCosts, match_instances, matching_c
 from tarvis_fast.training.point_sampling import point_sample
 
 L, B, Q, T, H, W, C, P = 2, 3, 4, 2, 16, 24, 3, 40
+COSTS = MatchCosts()
 
 
 def _inputs(counts=(2, 0, 5), seed=0):
@@ -22,7 +23,7 @@ def _inputs(counts=(2, 0, 5), seed=0):
     return mask_logits, class_logits, targets, points
 
 
-def _cost_of_one(mask_logits, class_logits, masks, classes, points, costs=MatchCosts()):
+def _cost_of_one(mask_logits, class_logits, masks, classes, points, costs=COSTS):
     """The cost of one (layer, sample), straight from the definition: (Q, N)."""
     pred = point_sample(mask_logits, points[None].expand(Q, -1, -1)).flatten(1)              # (Q, T*P)
     gt = point_sample(masks.double(), points[None].expand(len(masks), -1, -1)).flatten(1)    # (N, T*P)
