@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from tarvis_fast.config import LossConfig
+from tarvis_fast.config import LossConfig, TrainingConfig
 from tarvis_fast.data.targets import InstanceTargets, ObjectTargets, PanopticTargets
 from tarvis_fast.model.outputs import InstancePrediction, ObjectPrediction
 from tarvis_fast.training.losses import (
@@ -194,6 +194,12 @@ def test_names_total_and_aux() -> None:
     torch.testing.assert_close(losses["ISegCeL"], instance["mask_ce"][-1])
     torch.testing.assert_close(losses["Aux_ISegCeL"], instance["mask_ce"][:-1].mean())
     torch.testing.assert_close(losses["SSegRegL"], semantic["reg"].mean())
+
+
+def test_from_config() -> None:
+    training = TrainingConfig(num_sampled_points_for_mask_loss=321)
+    criterion = TarvisCriterion.from_config(training)
+    assert criterion.num_points == 321 and criterion.config is training.losses
 
 
 def test_same_generator_seed_same_losses() -> None:
