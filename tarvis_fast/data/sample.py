@@ -59,14 +59,15 @@ class ClipSample:
                  Task.PET: ("points",)}[self.task]
         for name in ("classes", "semantic", "ignore", "points"):
             if (getattr(self, name) is not None) != (name in needs):
-                raise ValueError(f"{self.dataset}: a {self.task.short_name} sample {'needs' if name in needs else 'has no'}"
-                                 f" {name}")
-        if self.classes is not None and tuple(self.classes.shape) != (self.masks.shape[0],):
-            raise ValueError(f"{self.dataset}: classes must be ({self.masks.shape[0]},), got {tuple(self.classes.shape)}")
+                verb = "needs" if name in needs else "has no"
+                raise ValueError(f"{self.dataset}: a {self.task.short_name} sample {verb} {name}")
+        num_masks = self.masks.shape[0]
+        if self.classes is not None and tuple(self.classes.shape) != (num_masks,):
+            raise ValueError(f"{self.dataset}: classes must be ({num_masks},), got {tuple(self.classes.shape)}")
         if self.task.guided_by_objects and (self.masks.shape[0] == 0 or not self.masks[:, 0].flatten(1).any(1).all()):
             raise ValueError(f"{self.dataset}: every VOS/PET object must be visible on the reference frame (frame 0)")
-        if self.points is not None and tuple(self.points.shape) != (self.masks.shape[0], 2):
-            raise ValueError(f"{self.dataset}: points must be ({self.masks.shape[0]}, 2), got {tuple(self.points.shape)}")
+        if self.points is not None and tuple(self.points.shape) != (num_masks, 2):
+            raise ValueError(f"{self.dataset}: points must be ({num_masks}, 2), got {tuple(self.points.shape)}")
 
     @property
     def num_objects(self) -> int:
