@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .._common import Backend, check_floating, choose_backend
-from .reference import ms_deform_attn_torch, ms_deform_attn_torch_backward
+from .reference import ms_deform_attn_torch, ms_deform_attn_torch_backward, sampling_dtypes
 
 OP = "ms_deform_attn"
 
@@ -116,13 +116,6 @@ def _check_inputs(
             f"{OP}: attention_weights must be (N, Lq, M, L, P) = {tuple(sampling_locations.shape[:-1])} like "
             f"sampling_locations, got {tuple(attention_weights.shape)}"
         )
-
-
-def sampling_dtypes(value_dtype: torch.dtype) -> tuple[torch.dtype, ...]:
-    """The dtypes sampling_locations and attention_weights may have next to a value of value_dtype."""
-    if value_dtype in (torch.float16, torch.bfloat16):
-        return (value_dtype, torch.float32)
-    return (value_dtype,)
 
 
 def _level_shapes(spatial_shapes: Tensor, level_start_index: Tensor, num_tokens: int) -> list[tuple[int, int]]:

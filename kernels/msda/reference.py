@@ -31,6 +31,14 @@ LevelShapes = Sequence[tuple[int, int]]
 _BILINEAR, _ZEROS = 0, 0
 
 
+def sampling_dtypes(value_dtype: torch.dtype) -> tuple[torch.dtype, ...]:
+    """The op's input contract, shared by both paths: the dtypes sampling_locations and attention_weights may have
+    next to a value of value_dtype (low-precision values may come with fp32 locations and weights)."""
+    if value_dtype in (torch.float16, torch.bfloat16):
+        return (value_dtype, torch.float32)
+    return (value_dtype,)
+
+
 def level_maps(value: Tensor, level_shapes: LevelShapes) -> list[Tensor]:
     """Split value (N, S, M, D) into per-level images (N * M, D, H_l, W_l), the layout grid_sample reads."""
     n, _, m, d = value.shape

@@ -26,6 +26,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .._common import AOTSpec, triton_interpreted
+from .reference import sampling_dtypes  # the op's input contract: which dtype pairs reach the kernels
 
 # Head sizes the kernels are compiled for (D is a compile-time constant: it is the vector width).
 HEAD_DIMS: tuple[int, ...] = (16, 32, 64, 128)
@@ -263,8 +264,6 @@ def aot_specs() -> list[AOTSpec]:
     The report compiles pointers as 16-byte aligned, as the dispatcher guarantees (`_aligned`) and Triton's
     launcher then specialises; integer arguments are not specialised (`do_not_specialize`).
     """
-    from .op import sampling_dtypes  # the op's input contract: which dtype pairs reach the kernels
-
     specs = []
     for kernel, name in ((msda_forward_kernel, "forward"), (msda_backward_kernel, "backward")):
         params = kernel.arg_names
