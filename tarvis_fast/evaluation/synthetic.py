@@ -7,7 +7,6 @@ always gives the same files (which is what lets tests pin an official evaluator'
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -223,10 +222,8 @@ def write_burst_set(root: Path, seed: int, sequences: int = 4, height: int = 24,
 
 def write_burst_gt(gt_dir: Path, sequences: list[dict], first_frame_sequences: list[dict]) -> None:
     """`all_classes.json` and `first_frame_annotations.json` of the split "val" (categories come from trackeval)."""
-    gt_dir = Path(gt_dir)
-    gt_dir.mkdir(parents=True, exist_ok=True)
-    for name, content in (("all_classes.json", sequences), ("first_frame_annotations.json", first_frame_sequences)):
-        (gt_dir / name).write_text(json.dumps({"split": "val", "categories": [], "sequences": content}))
+    burst.write_burst_annotations(Path(gt_dir) / "all_classes.json", "val", sequences)
+    burst.write_burst_annotations(Path(gt_dir) / "first_frame_annotations.json", "val", first_frame_sequences)
 
 
 # road (stuff), car and person (things); the colours fix the segment ids and so the JSON listing order

@@ -177,3 +177,12 @@ def write_burst_results(path: Path, annotations: dict,
     content["sequences"] = written
     with atomic_open(path, "w") as handle:
         json.dump(content, handle)
+
+
+def write_burst_annotations(path: Path, split: str, sequences: list[dict]) -> None:
+    """Write a BURST annotation file (ground truth `all_classes.json` or `first_frame_annotations.json`), atomically:
+    `{split, categories: [], sequences}`; the evaluator takes its categories from its own TAO table, not the file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "w") as handle:
+        json.dump({"split": split, "categories": [], "sequences": sequences}, handle)
