@@ -14,6 +14,7 @@ where a comment says otherwise.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import enum
 import os
@@ -26,6 +27,7 @@ from typing import Any, Literal
 
 import yaml
 
+from tarvis_fast.cli_errors import add_debug_flag, run_cli
 from tarvis_fast.datasets import DATASETS
 from tarvis_fast.formats.atomic import atomic_open
 from tarvis_fast.tasks import Task
@@ -147,6 +149,13 @@ class TrainingConfig:
     lr_decay_rates: list[float] = field(default_factory=list)
     lr_warmup_iterations: int = 0
     checkpoint_save_interval: int = 20000
+    max_ckpts_to_keep: int = 2  # the original's --max_ckpts_to_keep: older checkpoints are deleted
+    # Not in the original: recompute the activations of backbone blocks, neck and decoder layers in the backward
+    # pass instead of keeping them (less memory, more time).
+    checkpointing: bool = False
+    # Not in the original's config (it names one file per backbone under $TARVIS_WORKSPACE_DIR/pretrained_backbones):
+    # an ImageNet checkpoint of the backbone to start from; None looks in that folder.
+    pretrained_backbone: str | None = None
     sample_chunking_factor: int = 8
     num_sampled_points_for_mask_loss: int = 12544
     point_vos_task_sample_likelihood: float = 0.3
@@ -218,6 +227,15 @@ class Config:
 
 # ----------------------------------------------------------------------------------------------------------
 # Building dataclasses from plain data, strictly
+
+
+def semantic_classes(cfg: Config) -> dict[str, int]:
+    """Classes of every VIS/VPS dataset in the training list: the datasets the model has semantic queries for."""
+    return {
+        name: cfg.datasets[name].num_classes
+        for name in cfg.training.dataset_list
+        if cfg.datasets[name].type in (Task.VIS, Task.VPS)
+    }
 
 
 def _to_plain(value: Any) -> Any:
@@ -359,7 +377,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+        raise ConfigError(f"{path}: config file not found") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if data is None:
@@ -443,6 +461,18 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
     return build_config(layers)
 
 
+def load_checkpoint_config(checkpoint: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:
+    """The `config.yaml` beside a checkpoint (ours or the original's), which must exist and say something: an
+    empty one would give the default model, and the checkpoint would then fail to load with a list of hundreds
+    of missing keys instead of this message."""
+    path = Path(checkpoint).parent / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found (a checkpoint's config.yaml lies beside it)")
+    if not _read_yaml(path):
+        raise ConfigError(f"{path}: the checkpoint's config is empty; it must describe the checkpoint's model")
+    return load_config(path, overrides)
+
+
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write the complete config as YAML, atomically (a reader never sees half a file)."""
     path = Path(path)
@@ -451,20 +481,20 @@ def save_config(cfg: Config, path: str | os.PathLike) -> None:
         yaml.safe_dump(cfg.to_dict(), handle, sort_keys=False)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     """`python -m tarvis_fast.config [FILE] [--cfg.KEY VALUE ...]` prints the effective config as YAML."""
-    import argparse
-    import sys
+    return run_cli(_main, argv)
 
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m tarvis_fast.config", description=main.__doc__)
     parser.add_argument("file", nargs="?", help="our YAML or an original TarViS config.yaml")
-    try:
-        rest, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
-        cfg = load_config(parser.parse_args(rest).file, overrides)
-    except ConfigError as err:
-        sys.exit(f"error: {err}")
+    add_debug_flag(parser)
+    rest, overrides = split_overrides(argv)
+    cfg = load_config(parser.parse_args(rest).file, overrides)
     print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

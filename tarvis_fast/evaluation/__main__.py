@@ -14,6 +14,12 @@ import os
 import sys
 from pathlib import Path
 
+from tarvis_fast.cli_errors import (
+    UsageError,
+    add_debug_flag,
+    check_output_file,
+    run_cli,
+)
 from tarvis_fast.formats.atomic import atomic_open
 
 # benchmark -> (module under tarvis_fast.evaluation, function(pred: Path, gt: Path, *, workers: int) -> dict)
@@ -49,16 +55,26 @@ def _print_stats(stats: dict, indent: str = "") -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; bad inputs end in one line `error: <path or flag>: <what is wrong>` and exit code 2."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m tarvis_fast.evaluation", description=__doc__.splitlines()[0])
     parser.add_argument("benchmark", choices=sorted(EVALUATORS))
     parser.add_argument("--pred", type=Path, required=True, help="predictions as written by infer.py")
     parser.add_argument("--gt", type=Path, required=True, help="ground truth in the benchmark's own layout")
     parser.add_argument("--json", type=Path, help="write all statistics here (JSON)")
     parser.add_argument("--workers", type=int, default=None, help="processes for per-sequence work")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     for flag, path in (("--pred", args.pred), ("--gt", args.gt)):
         if not path.exists():
-            parser.error(f"{flag} {path} does not exist")
+            raise UsageError(f"{flag} {path}", "does not exist")
+    if args.json is not None:  # checked now, not after minutes of scoring
+        check_output_file("--json", args.json)
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers {args.workers}", "must be at least 1")
     stats = evaluate(args.benchmark, args.pred, args.gt, workers=args.workers)
     _print_stats(stats)
     if args.json:

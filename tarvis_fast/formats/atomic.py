@@ -26,6 +26,13 @@ class PendingFile:
         os.close(fd)
         self.tmp = Path(tmp)
 
+    @staticmethod
+    def leftovers(path: str | os.PathLike) -> list[Path]:
+        """Temporary files that pending writes of `path` left behind when their process was killed (an exception
+        discards them itself). The name of `path` may be a glob pattern ("masks/*.png")."""
+        path = Path(path)
+        return sorted(path.parent.glob(f".{path.stem}.*{path.suffix}"))
+
     def commit(self) -> Path:
         os.chmod(self.tmp, 0o666 & ~_current_umask())  # mkstemp makes it private (0600); give it open()'s mode
         os.replace(self.tmp, self.path)

@@ -66,11 +66,14 @@ def read_label_png(path: str | Path, *, shape: tuple[int, int] | None = None, ma
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: label PNG not found")
-    with Image.open(path) as image:
-        if image.mode not in ("P", "L"):
-            raise ValueError(f"{path}: expected an indexed (palette) or 8-bit grey PNG of object ids, "
-                             f"got mode {image.mode}")
-        labels = np.array(image)
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("P", "L"):
+                raise ValueError(f"{path}: expected an indexed (palette) or 8-bit grey PNG of object ids, "
+                                 f"got mode {image.mode}")
+            labels = np.array(image)
+    except OSError as err:  # PIL's messages ("image file is truncated") do not name the file
+        raise ValueError(f"{path}: not a readable PNG ({err})") from None
     if shape is not None and labels.shape != tuple(shape):
         raise ValueError(f"{path}: size (H, W) = {labels.shape}, expected {tuple(shape)}")
     if max_id is not None and labels.size and labels.max() > max_id:

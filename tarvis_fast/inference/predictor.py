@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from tarvis_fast.config import Config, load_config
-from tarvis_fast.datasets import vocabularies
+from tarvis_fast.config import Config, load_checkpoint_config, load_config
 from tarvis_fast.datasets import vocabulary as get_vocabulary
+from tarvis_fast.formats.davis import VOID_ID
 from tarvis_fast.formats.rle import decode_rle
 from tarvis_fast.inference.accumulate import PanopticFrame, VisTrack
 from tarvis_fast.inference.propagation import VosFrame
@@ -48,13 +48,15 @@ from tarvis_fast.inference.runner import (
     VpsRequest,
 )
 from tarvis_fast.inference.sequences import ObjectReference
-from tarvis_fast.inference.video import FrameInput, FrameResult, open_frames
+from tarvis_fast.inference.video import (
+    SETTINGS_DATASET,
+    FrameInput,
+    FrameResult,
+    open_frames,
+    settings_dataset,
+)
 from tarvis_fast.model.build import load_model
 from tarvis_fast.tasks import Task
-
-TASKS = tuple(task.short_name for task in Task)  # what `segment(task=...)` and `--task` take
-SETTINGS_DATASET = {Task.VOS: "DAVIS", Task.PET: "BURST"}  # whose inference settings vos/pet take
-VOCABULARIES = {task: tuple(vocabularies(task)) for task in (Task.VIS, Task.VPS)}  # vis/vps: their class sets
 
 MaskInput = np.ndarray | Mapping[int, np.ndarray]
 PointInput = tuple[float, float] | tuple[int, tuple[float, float]]
@@ -85,7 +87,7 @@ class VideoPredictor:
                         progress: bool = False, trusted: bool = False) -> VideoPredictor:
         """Load a checkpoint with the `config.yaml` beside it (or `config`); see `load_model`."""
         if not isinstance(config, Config):  # read here too: the inference settings come from it
-            config = load_config(Path(config) if config is not None else Path(path).parent / "config.yaml")
+            config = load_config(config) if config is not None else load_checkpoint_config(path)
         model = load_model(path, config=config, trusted=trusted)
         return cls(model, config, device=device, amp=amp, compile=compile, progress=progress)
 
@@ -108,8 +110,10 @@ class VideoPredictor:
 
         task: "vos" (objects given by `masks`), "pet" (objects given by `points`), "vis" or "vps" (the classes of
             `vocabulary`: youtube_vis | ovis for vis, kitti_step | cityscapes_vps | vipseg for vps); or a `Task`.
-        masks: {frame index: (H, W) integer id map (0 = background) or {object id: (H, W) bool mask}}. An object
-            first given on a later frame joins there; one given again is re-anchored to that mask.
+        masks: {frame index: (H, W) integer id map (0 = background) or {object id: (H, W) bool mask}}. In an id
+            map 255 is void and ignored, as in DAVIS annotations (a pixel the annotator left open, not an object);
+            to track an object with id 255, give it as a bool mask. An object first given on a later frame joins
+            there; one given again is re-anchored to that mask.
         points: {object id: (x, y)} on frame 0, or {object id: (frame index, (x, y))}, in pixels.
         consistent_final_clip: stitch the video's last clip like the others (the default for your videos);
             False reproduces the original's stitching, which the benchmarks use and which, for one, leaves a video
@@ -149,15 +153,9 @@ class VideoPredictor:
 
     def _settings_dataset(self, task: Task, vocabulary: str | None) -> str:
         """The config dataset whose inference settings (and, for vis/vps, semantic queries) the task uses."""
+        dataset = settings_dataset(task, vocabulary)
         if task in SETTINGS_DATASET:
-            if vocabulary is not None:
-                raise ValueError(f"task {task.short_name!r} is class-agnostic and takes no vocabulary")
-            return SETTINGS_DATASET[task]
-        choices = VOCABULARIES[task]
-        if vocabulary is None or vocabulary.lower() not in choices:
-            raise ValueError(f"task {task.short_name!r} needs vocabulary= one of {', '.join(choices)}, got "
-                             f"{vocabulary!r}")
-        dataset = vocabulary.upper()
+            return dataset
         known = getattr(self.runner.model, "datasets", None)
         if known is not None and dataset not in known:
             raise ValueError(f"the model has no semantic queries for {dataset} (it was trained with: "
@@ -271,7 +269,7 @@ def _mask_references(frame: int, value: MaskInput, num_frames: int, size: tuple[
                              f"masks, got {ids.dtype} {ids.shape}")
         if ids.dtype == bool:
             ids = ids.astype(np.int32)  # one object, id 1
-        objects = {int(i): ids == i for i in np.unique(ids) if i != 0}
+        objects = {int(i): ids == i for i in np.unique(ids) if i not in (0, VOID_ID)}
     for object_id, mask in objects.items():
         if object_id < 1:
             raise ValueError(f"{where}: object ids must be >= 1 (0 is background), got {object_id}")

@@ -6,7 +6,9 @@ Frames are streamed: nothing here holds the whole video in memory. What `write_v
   RGB PNG with R = class index, G * 256 + B = track id (the KITTI-STEP encoding);
 - `masks.json` (`read_masks_json`): per frame, each object's id, class and score and its mask as COCO RLE (vps: also
   each stuff class);
-- `overlay.mp4`: the frames with the masks blended in and a legend of ids and class names.
+- `overlay.mp4`: the frames with the masks blended in and a legend of ids and class names;
+- `run.json` (`write_run_record`): what the run was (source, task, prompts, settings) and whether it finished, so
+  that a later run into the same folder can tell its own results from another run's and never mixes the two.
 """
 from __future__ import annotations
 
@@ -21,16 +23,38 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from tarvis_fast.datasets import vocabularies
 from tarvis_fast.datasets import vocabulary as get_vocabulary
 from tarvis_fast.formats.atomic import PendingFile, atomic_open
 from tarvis_fast.formats.davis import DAVIS_PALETTE, write_label_png
 from tarvis_fast.formats.jsonfile import json_field, json_list, read_json
 from tarvis_fast.formats.rle import decode_rle, encode_rle
+from tarvis_fast.tasks import Task
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-MASKS_DIR, MASKS_JSON, OVERLAY_VIDEO = "masks", "masks.json", "overlay.mp4"
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+JPEG_END_MARKER = b"\xff\xd9"
+MASKS_DIR, MASKS_JSON, OVERLAY_VIDEO, RUN_JSON = "masks", "masks.json", "overlay.mp4", "run.json"
 
 FrameInput = str | os.PathLike | Sequence[np.ndarray] | Iterable[np.ndarray]
+
+TASKS = tuple(task.short_name for task in Task)  # what `VideoPredictor.segment(task=...)` and `--task` take
+SETTINGS_DATASET = {Task.VOS: "DAVIS", Task.PET: "BURST"}  # whose inference settings vos/pet take
+VOCABULARIES = {task: tuple(vocabularies(task)) for task in (Task.VIS, Task.VPS)}  # vis/vps: their class sets
+
+
+def settings_dataset(task: Task, vocabulary: str | None) -> str:
+    """The config dataset whose inference settings (and, for vis/vps, semantic queries) a task on your own video
+    takes: vos DAVIS's, pet BURST's, vis/vps those of the vocabulary's dataset."""
+    if task in SETTINGS_DATASET:
+        if vocabulary is not None:
+            raise ValueError(f"task {task.short_name!r} is class-agnostic and takes no vocabulary")
+        return SETTINGS_DATASET[task]
+    choices = VOCABULARIES[task]
+    if vocabulary is None or vocabulary.lower() not in choices:
+        raise ValueError(f"task {task.short_name!r} needs vocabulary= one of {', '.join(choices)}, got "
+                         f"{vocabulary!r}")
+    return vocabulary.upper()
 
 
 @dataclass
@@ -68,11 +92,30 @@ def _checked(frames: Iterable[np.ndarray], source: str) -> Iterator[np.ndarray]:
 
 
 def read_image_rgb(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; raises naming the file if it cannot be read."""
+    """(H, W, 3) uint8 RGB; raises naming the file if it cannot be read or is a truncated JPEG."""
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise ValueError(f"cannot read image {path}")
+        raise ValueError(f"{path}: cannot read the image")
+    if path.suffix.lower() in JPEG_SUFFIXES:
+        _check_jpeg_complete(path)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _check_jpeg_complete(path: Path) -> None:
+    """cv2 decodes a truncated JPEG as far as it goes, greys the rest and only lets libjpeg print a warning, so a
+    cut-off frame would be segmented as if it were whole. A complete JPEG ends with the end-of-image marker
+    (FF D9); a file that does not (some writers append data after it) is decoded again by PIL, which raises on
+    truncation."""
+    with open(path, "rb") as handle:
+        handle.seek(max(0, path.stat().st_size - 64))
+        tail = handle.read().rstrip(b"\x00")  # some writers pad with zeros
+    if tail.endswith(JPEG_END_MARKER):
+        return
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, SyntaxError) as err:  # PIL raises SyntaxError for some broken headers
+        raise ValueError(f"{path}: truncated or corrupt JPEG ({err})") from None
 
 
 def _folder_frames(paths: list[Path]) -> Iterator[np.ndarray]:
@@ -242,6 +285,43 @@ def write_video_outputs(output_dir: Path, results: Iterator[tuple[int, FrameResu
             rle_json.write((",\n" if count else "\n") + json.dumps(_frame_json(index, name, result, class_names)))
             overlay.write(_overlay(result, colours))
         rle_json.write("\n]}\n")
+
+
+def write_run_record(output_dir: Path, run: Mapping[str, Any], *, complete: bool) -> None:
+    """`run.json`: `run` (JSON-serialisable: what produced the outputs) and whether every output is written."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_open(output_dir / RUN_JSON, "w") as handle:
+        json.dump({"run": run, "complete": complete}, handle, indent=1)
+
+
+def read_run_record(output_dir: Path) -> tuple[dict[str, Any], bool] | None:
+    """(run, complete) from `run.json`, or None where there is none."""
+    path = output_dir / RUN_JSON
+    if not path.exists():
+        return None
+    content = read_json(path)
+    run, complete = json_field(content, "run", str(path)), json_field(content, "complete", str(path))
+    if not isinstance(run, dict) or not isinstance(complete, bool):
+        raise ValueError(f"{path}: expected {{\"run\": {{...}}, \"complete\": true|false}}")
+    return run, complete
+
+
+def video_output_files(output_dir: Path) -> list[Path]:
+    """What `write_video_outputs` and `write_run_record` wrote into `output_dir`, and the temporary files of
+    writes a killed run left behind."""
+    names = (MASKS_JSON, OVERLAY_VIDEO, RUN_JSON)
+    files = [output_dir / name for name in names if (output_dir / name).exists()]
+    files += [leftover for name in names for leftover in PendingFile.leftovers(output_dir / name)]
+    masks = output_dir / MASKS_DIR
+    if masks.is_dir():
+        files += list(masks.glob("*.png")) + PendingFile.leftovers(masks / "*.png")
+    return sorted(set(files))  # pathlib's "*" matches hidden names too, so a leftover can be found twice
+
+
+def clear_video_outputs(output_dir: Path) -> None:
+    """Delete `video_output_files`; the user's other files in the folder stay."""
+    for path in video_output_files(output_dir):
+        path.unlink()
 
 
 def _write_mask_png(path: Path, result: FrameResult) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,25 +17,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from tarvis_fast.config import Config, load_config
+from tarvis_fast.config import (
+    Config,
+    load_checkpoint_config,
+    load_config,
+    semantic_classes,
+)
+from tarvis_fast.formats.checkpoint import check_checkpoint_file
 from tarvis_fast.model.backbones import build_backbone
 from tarvis_fast.model.decoder import MaskedAttentionDecoder
 from tarvis_fast.model.neck import TemporalNeck
 from tarvis_fast.model.object_encoder import ObjectEncoder
 from tarvis_fast.model.queries import QueryEmbeddings
 from tarvis_fast.model.tarvis import TarViS
-from tarvis_fast.tasks import Task
-
-CLASS_TASKS = (Task.VIS, Task.VPS)  # dataset types that have semantic queries
-
-
-def semantic_classes(cfg: Config) -> dict[str, int]:
-    """Classes of every VIS/VPS dataset in the training list: the datasets the model has semantic queries for."""
-    return {
-        name: cfg.datasets[name].num_classes
-        for name in cfg.training.dataset_list
-        if cfg.datasets[name].type in CLASS_TASKS
-    }
 
 
 def build_tarvis(backbone: nn.Module, *, semantic_classes: Mapping[str, int], num_instance_queries: int = 128,
@@ -96,13 +91,17 @@ def read_state_dict(path: str | os.PathLike, *, trusted: bool = False) -> dict[s
     Python objects (optimiser state with custom classes, loggers) then need `trusted=True`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    check_checkpoint_file(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=not trusted)
     except pickle.UnpicklingError as err:
+        if "weights_only" not in str(err):  # the pickle itself is broken, not refused by the weights-only loader
+            raise ValueError(f"{path}: corrupt checkpoint ({str(err).splitlines()[0]})") from None
         raise ValueError(f"{path}: holds objects other than tensors and plain containers; if you trust the file, "
-                         f"load it with trusted=True ({str(err).splitlines()[0]})") from None
+                         f"load it with trusted=True (infer.py: --trust_checkpoint) "
+                         f"({str(err).splitlines()[0]})") from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile) as err:  # torch's zip reader raises RuntimeError
+        raise ValueError(f"{path}: truncated or corrupt checkpoint ({str(err).splitlines()[0]})") from None
     if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("model"), Mapping):
         checkpoint = checkpoint["model"]
     if not isinstance(checkpoint, Mapping) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
@@ -124,14 +123,9 @@ def load_model(path: str | os.PathLike, *, config: str | os.PathLike | Config | 
     Returns the model in eval mode.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    check_checkpoint_file(path)
     if not isinstance(config, Config):
-        config_path = Path(config) if config is not None else path.parent / "config.yaml"
-        if not config_path.is_file():
-            raise FileNotFoundError(f"no config for checkpoint {path}: {config_path} does not exist "
-                                    "(pass config=... to name it)")
-        config = load_config(config_path)
+        config = load_config(config) if config is not None else load_checkpoint_config(path)
     model = build_model(config)
     state_dict = read_state_dict(path, trusted=trusted)
     _load_strict(model, state_dict, path)
