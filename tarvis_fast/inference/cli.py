@@ -308,6 +308,9 @@ def run_video(args: argparse.Namespace, cfg: Config, overrides: Sequence[str]) -
     """The user's video through `VideoPredictor`; masks, RLE JSON, overlay video and run record into
     `args.output_dir`."""
     task = Task.parse(args.task)
+    if task in VOCABULARIES and args.vocabulary not in VOCABULARIES[task]:
+        raise UsageError(f"--vocabulary {args.vocabulary}", f"--task {args.task} takes one of "
+                                                            f"{', '.join(VOCABULARIES[task])}")
     dataset = settings_dataset(task, args.vocabulary)
     if task in VOCABULARIES and dataset not in semantic_classes(cfg):
         raise UsageError(f"--vocabulary {args.vocabulary}", f"the model has no semantic queries for {dataset} (it "
@@ -396,7 +399,7 @@ def parse_masks(spec: str, size: tuple[int, int], num_frames: int | None = None)
         frame, path = (int(match[1]), Path(match[2])) if match else (0, Path(item.strip()))
         if frame in masks:
             raise UsageError("--masks", f"frame {frame} is given twice")
-        _check_frame_index("--masks", f"{path}: frame {frame}", frame, num_frames)
+        _check_frame_index("--masks", str(path), frame, num_frames)
         try:
             labels = read_label_png(path, shape=size)
         except (ValueError, OSError) as err:

@@ -141,7 +141,7 @@ def open_frames(source: FrameInput) -> FrameStream:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
-            raise FileNotFoundError(f"video or frame folder not found: {path}")
+            raise FileNotFoundError(f"{path}: video or frame folder not found")
         if path.is_dir():
             images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not images:
