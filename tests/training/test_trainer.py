@@ -1,0 +1,218 @@
+"""The trainer in-process on the tiny model and fake data: optimiser groups and schedule, loss going down, AMP,
+checkpoints (contents, rotation, loading in `load_model`), the command line's checks."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from helpers.tiny import tiny_model
+
+from tarvis_fast.config import load_config, save_config
+from tarvis_fast.model import load_model
+from tarvis_fast.tasks import Task
+from tarvis_fast.training import cli
+from tarvis_fast.training.checkpoint import load_checkpoint
+from tarvis_fast.training.optim import BACKBONE_LR_FACTOR, GRAD_CLIP_NORM, WEIGHT_DECAY, lr_factor
+from tarvis_fast.training.trainer import Trainer
+
+from .fake_data import FakeTrainLoader, fake_batch
+
+TEST_TRAINING = {
+    "batch_size": 2, "num_iterations": 4, "checkpoint_save_interval": 2, "num_sampled_points_for_mask_loss": 256,
+    "dataset_list": ["YOUTUBE_VIS", "KITTI_STEP", "DAVIS", "BURST"], "dataset_weights": [1, 1, 1, 1],
+    "losses": {"panoptic_instance_num_points": 256, "panoptic_semantic_num_points": 256},
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a small shared CPU, two threads per test mostly wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_config(folder: Path, **training) -> Path:
+    """A config YAML for the tiny runs; `training` entries replace TEST_TRAINING's."""
+    path = folder / "train.yaml"
+    path.write_text(yaml.safe_dump({"training": {**TEST_TRAINING, **training}}))
+    return path
+
+
+def make_trainer(tmp_path: Path, amp_dtype: torch.dtype | None = None, **training) -> Trainer:
+    cfg = load_config(write_config(tmp_path, **training))
+    (tmp_path / "run").mkdir()
+    return Trainer(tiny_model(), cfg, tmp_path / "run", device=torch.device("cpu"), amp_dtype=amp_dtype)
+
+
+# -- optimiser and schedule ------------------------------------------------------------------------------------
+
+
+def test_optimizer_groups_follow_the_model(tmp_path):
+    trainer = make_trainer(tmp_path, base_lr=2e-4)
+    groups = {g["name"]: g for g in trainer.optimizer.param_groups}
+    assert groups["backbone"]["lr"] == pytest.approx(2e-4 * BACKBONE_LR_FACTOR)
+    assert groups["head"]["lr"] == pytest.approx(2e-4) and groups["head"]["weight_decay"] == WEIGHT_DECAY
+    assert groups["head_no_decay"]["weight_decay"] == 0.0
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)
+
+
+def test_lr_warms_up_linearly_then_decays_in_steps(tmp_path):
+    training = load_config(None, ["--cfg.training.lr_warmup_iterations", "4", "--cfg.training.lr_decay_steps",
+                                  "[6, 8]", "--cfg.training.lr_decay_rates", "[0.1, 0.5]"]).training
+    assert [lr_factor(s, training) for s in range(10)] == pytest.approx(
+        [0, 0.25, 0.5, 0.75, 1, 1, 0.1, 0.1, 0.05, 0.05])
+    trainer = make_trainer(tmp_path, lr_warmup_iterations=4)
+    for step in range(3):
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(trainer.cfg.training.base_lr *
+                                                                         BACKBONE_LR_FACTOR * step / 4)
+        trainer.scheduler.step()
+
+
+# -- the loop --------------------------------------------------------------------------------------------------
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tmp_path):
+    trainer = make_trainer(tmp_path, base_lr=1e-3)
+    batch = fake_batch(0, 0, 4, 2)  # a VOS batch of two clips
+    assert batch.task is Task.VOS
+    losses = []
+    for _ in range(6):
+        losses.append(trainer.micro_step(batch, 0, 0, 1)["TotalL"].item())
+        grad_norm = trainer.optimizer_step()
+    assert losses[-1] < 0.9 * losses[0], losses
+    assert grad_norm.item() > GRAD_CLIP_NORM  # the norm is reported before clipping
+
+
+def test_gradients_are_clipped_over_the_whole_model(tmp_path):
+    trainer = make_trainer(tmp_path)
+    trainer.micro_step(fake_batch(0, 0, 0, 1), 0, 0, 1)
+    trainer.scaler.unscale_(trainer.optimizer)
+    from tarvis_fast.training.optim import clip_gradients
+
+    clip_gradients(trainer.model)
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in trainer.model.parameters()
+                                                 if p.grad is not None]))
+    assert norm.item() == pytest.approx(GRAD_CLIP_NORM, rel=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_an_amp_step_runs(tmp_path, dtype):
+    """bf16 steps at once; fp16's GradScaler starts at a scale of 2^16, skips the steps whose gradients overflow
+    and halves the scale until one fits."""
+    trainer = make_trainer(tmp_path, amp_dtype=dtype)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    for step in range(20):
+        losses = trainer.micro_step(fake_batch(0, 0, 0, 1), 0, 0, 1)
+        grad_norm = trainer.optimizer_step()
+        if math.isfinite(grad_norm.item()):
+            break
+    assert math.isfinite(losses["TotalL"].item()) and math.isfinite(grad_norm.item())
+    assert trainer.scaler.is_enabled() == (dtype is torch.float16)
+    assert step == 0 or dtype is torch.float16
+    changed = sum(not torch.equal(b, p) for b, p in zip(before, trainer.model.parameters()))
+    assert changed > len(before) // 2
+
+
+def test_activation_checkpointing_gives_the_same_gradients(tmp_path):
+    grads = []
+    for checkpointing in (False, True):
+        folder = tmp_path / str(checkpointing)
+        folder.mkdir()
+        trainer = make_trainer(folder, checkpointing=checkpointing)
+        trainer.micro_step(fake_batch(0, 0, 0, 1), 0, 0, 1)
+        grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+
+
+def test_train_saves_every_interval_and_keeps_the_last_k(tmp_path):
+    trainer = make_trainer(tmp_path, num_iterations=5, max_ckpts_to_keep=2)
+    loader = FakeTrainLoader(trainer.cfg, rank=0, world_size=1, micro_batch_size=1)
+    assert trainer.train(loader) == 5
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.glob("*.pth")) == ["000004.pth", "000005.pth"]  # 2, 4 and the end; keep 2
+    state = load_checkpoint(run / "000005.pth")
+    assert state["iteration"] == 5 and state["world_size"] == 1 and len(state["rng"]) == 1
+    assert state["scheduler"]["last_epoch"] == 5
+    assert not list(run.glob(".*"))  # no temporary left behind
+    logs = (run / "logs" / "out.log").read_text()
+    assert "TotalL" in logs and "eta" in logs
+    assert list((run / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_a_checkpoint_loads_in_load_model_with_the_dumped_config(tmp_path):
+    """The real build_model (ResNet-50 at a small width) through the command line: infer.py's loader reads the
+    checkpoint and config.yaml the run wrote."""
+    config = write_config(tmp_path, num_iterations=1, batch_size=1)
+    small = ["--cfg.model.hidden_dim", "32", "--cfg.model.num_heads", "2", "--cfg.model.decoder_layers", "1",
+             "--cfg.model.decoder_ffn_dim", "32", "--cfg.model.neck_layers", "1", "--cfg.model.neck_ffn_dim", "32",
+             "--cfg.model.object_encoder_layers", "1", "--cfg.model.num_object_queries", "4"]
+    run = tmp_path / "run"
+    code = cli.main(["--model_dir", str(run), "--cfg", str(config), "--device", "cpu", *small],
+                    build_loader=FakeTrainLoader)
+    assert code == 0
+    model = load_model(run / "000001.pth")
+    state = load_checkpoint(run / "000001.pth")["model"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+# -- the command line's checks -----------------------------------------------------------------------------------
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    code = cli.main(argv, build_model=lambda cfg: tiny_model(), build_loader=FakeTrainLoader)
+    return code, capsys.readouterr().err
+
+
+def test_a_missing_config_is_one_line(tmp_path, capsys):
+    code, err = run_cli(["--model_dir", str(tmp_path / "run"), "--cfg", str(tmp_path / "nope.yaml")], capsys)
+    assert code == 2 and err.startswith("error: ") and "nope.yaml" in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_new_run_needs_cfg_and_model_dir(tmp_path, capsys):
+    assert run_cli(["--model_dir", str(tmp_path / "run")], capsys) == (2, "error: --cfg: required for a new run "
+                                                                          "(a config YAML, e.g. configs/finetune_resnet50_swin-tiny.yaml)\n")
+    code, err = run_cli(["--cfg", str(write_config(tmp_path))], capsys)
+    assert code == 2 and err.startswith("error: --model_dir: required")
+
+
+def test_batch_size_must_divide_among_processes(tmp_path):
+    argv = ["--model_dir", str(tmp_path / "run"), "--cfg", str(write_config(tmp_path, batch_size=4))]
+    with pytest.raises(ValueError, match=r"--cfg.training.batch_size: 4 is not divisible by 3 process\(es\) x 1"):
+        cli.parse_launch(argv, env={"WORLD_SIZE": "3", "RANK": "0", "LOCAL_RANK": "0"})
+    launch = cli.parse_launch([*argv, "--max_samples_per_gpu", "2"], env={"WORLD_SIZE": "2"})
+    assert launch.world_size == 2 and launch.micro_batch_size == 2
+
+
+def test_a_folder_holding_a_run_or_files_is_never_overwritten(tmp_path, capsys):
+    config = write_config(tmp_path)
+    for name, content in (("config.yaml", "mine"), ("notes.txt", "keep me")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / name).write_text(content)
+        code, err = run_cli(["--model_dir", str(folder), "--cfg", str(config)], capsys)
+        assert code == 2 and err.startswith(f"error: {folder}: ")
+        assert [p.name for p in folder.iterdir()] == [name] and (folder / name).read_text() == content
+    assert "--restore_session" in run_cli(["--model_dir", str(tmp_path / "config.yaml"), "--cfg", str(config)],
+                                          capsys)[1]
+
+
+def test_restore_checks_its_arguments(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    code, err = run_cli(["--restore_session", str(run)], capsys)
+    assert code == 2 and "holds no checkpoint" in err
+    cfg = load_config(write_config(tmp_path))
+    save_config(cfg, run / "config.yaml")
+    torch.save({"model": {}}, run / "000002.pth")
+    other = write_config(tmp_path, batch_size=4)
+    code, err = run_cli(["--restore_session", str(run / "000002.pth"), "--cfg", str(other)], capsys)
+    assert code == 2 and "differs from the restored run" in err
+    code, err = run_cli(["--restore_session", str(run / "000002.pth"), "--finetune_from", str(run)], capsys)
+    assert code == 2 and err.startswith("error: --finetune_from:")
