@@ -429,6 +429,11 @@ def attention_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: T
                        splits: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """dq, dk, dv (shapes and dtypes of q, k, v, contiguous) from the forward's out and lse."""
     batch, heads, num_queries, head_dim = q.shape
+    if batch * heads * num_queries == 0:
+        # No query, so no gradient reaches anything. Returned before the stride checks: autograd hands an empty
+        # output's backward an expanded gradient with strides (0, 0, 0, 0), which is "contiguous" for torch but
+        # would fail the channel-stride check.
+        return tuple(torch.zeros(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
     num_keys = k.shape[2]
     config = config or kernel_config(head_dim, q.dtype)
     work = acc_dtype(q.dtype)

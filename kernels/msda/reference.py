@@ -171,6 +171,7 @@ def ms_deform_attn_torch_backward(
             acc += g
     # Inverse of level_maps: (N * M, D, H_l, W_l) -> (N, H_l * W_l, M, D), levels concatenated along S.
     # cat keeps the permuted inputs' strides; the op's fake promises a contiguous gradient, so make it one.
-    grad_value = torch.cat([g.view(n, m, d, -1).permute(0, 3, 1, 2) for g in grad_maps], dim=1)
+    # The token count is spelled out: view(..., -1) cannot infer it when N or M is 0.
+    grad_value = torch.cat([g.view(n, m, d, g.shape[2] * g.shape[3]).permute(0, 3, 1, 2) for g in grad_maps], dim=1)
     grad_value = grad_value.to(value.dtype).contiguous()
     return grad_value, grad_locations, grad_weights
