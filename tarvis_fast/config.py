@@ -60,6 +60,16 @@ class DatasetTrainingConfig:
     frame_sampling_multiplicative_factor: float = 1.0
     image_resize: ImageResizeConfig = field(default_factory=ImageResizeConfig)
     split: str = "train"
+    # Not in the original, whose paths and layouts are fixed: where the training data lies and how it is laid out,
+    # so that any dataset in a known layout (the user's own too) trains by naming them. None takes the dataset's
+    # default (`tarvis_fast.data.sources`); relative paths are under $TARVIS_WORKSPACE_DIR (the current directory
+    # when it is unset). `masks`: VIPSeg's panoptic PNG folder, or the PNG folder of a panoptic layout.
+    layout: Literal["video_json", "ytvis", "davis_folder", "burst", "vipseg", "panoptic_video",
+                    "coco_panoptic"] | None = None
+    images: str | None = None
+    annotations: str | None = None
+    masks: str | None = None
+    crop_factor: tuple[float, float] | None = None  # (h, w) of the random crop; None: the dataset's default
 
 
 @dataclass

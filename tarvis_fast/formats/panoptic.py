@@ -332,9 +332,11 @@ def _video_annotations(entries: Any, json_file: Path) -> dict[str, list]:
     return by_video
 
 
-def read_vipseg_gt(gt_dir: Path) -> PanopticDataset:
-    """VIPSeg ground truth: videos in `videos` order, frame i of a video = `images[i]` + `annotations[i]`."""
-    json_file = Path(gt_dir) / VIPSEG_GT_JSON
+def read_vipseg_gt(gt_dir: Path, json_file: Path | None = None, png_dir: Path | None = None) -> PanopticDataset:
+    """VIPSeg ground truth: videos in `videos` order, frame i of a video = `images[i]` + `annotations[i]`. The json
+    and the PNG folder default to the official names in `gt_dir` (training reads other splits, and users' own data)."""
+    json_file = Path(json_file) if json_file is not None else Path(gt_dir) / VIPSEG_GT_JSON
+    png_dir = Path(png_dir) if png_dir is not None else Path(gt_dir) / VIPSEG_GT_PNG_DIR
     content = read_json(json_file, PanopticFormatError)
     categories = parse_categories(_field(content, "categories", str(json_file)), str(json_file))
     annotations = _video_annotations(_field(content, "annotations", str(json_file)), json_file)
@@ -354,8 +356,7 @@ def read_vipseg_gt(gt_dir: Path) -> PanopticDataset:
                 raise PanopticFormatError(f"{where}: annotation is for {annotation['file_name']!r}")
             segments = _parse_segments(_field(annotation, "segments_info", where), categories, where,
                                        merge_duplicates=True, need_area=True)
-            frames.append(PanopticFrame(file_name, Path(gt_dir) / VIPSEG_GT_PNG_DIR / video_id / file_name, json_file,
-                                        segments))
+            frames.append(PanopticFrame(file_name, png_dir / video_id / file_name, json_file, segments))
         videos.append(PanopticVideo(video_id, tuple(frames)))
     return PanopticDataset(categories, tuple(videos))
 

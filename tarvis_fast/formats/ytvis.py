@@ -28,6 +28,7 @@ from tarvis_fast.formats.jsonfile import (
     read_json,
 )
 from tarvis_fast.formats.rle import RLE, encode_rle, to_compressed
+from tarvis_fast.formats.video_json import VideoSequence
 
 OCCLUSION_LEVELS = ("no_occlusion", "slight_occlusion", "severe_occlusion")
 RESULTS_NAME = "results.json"  # the name the servers expect inside the zip
@@ -189,19 +190,7 @@ def read_video_frames(path: str | Path, error: type[Exception] = ValueError, hin
     the list is missing or malformed."""
     where = str(path)
     videos = json_list(read_json(path, error, hint), "videos", where, error)
-    result = []
-    for i, video in enumerate(videos):
-        entry = f"{where}: videos[{i}]"
-        file_names = json_list(video, "file_names", entry, error)
-        if not all(isinstance(f, str) and "/" in f for f in file_names):
-            raise error(f"{entry}: file_names must be '<video>/<frame>' paths")
-        height, width = json_image_size(video, entry, error)
-        try:
-            video_id = int(json_field(video, "id", entry, error))
-        except (TypeError, ValueError):
-            raise error(f"{entry}: id must be an integer") from None
-        result.append(VideoFrames(video_id, height, width, list(file_names)))
-    return result
+    return [read_video_frames_entry(video, f"{where}: videos[{i}]", error) for i, video in enumerate(videos)]
 
 
 def read_results(path: str | Path, videos: Mapping[int, Video], category_ids: Iterable[int]) -> list[PredictedTrack]:
@@ -230,3 +219,53 @@ def read_results(path: str | Path, videos: Mapping[int, Video], category_ids: It
                          for t, s in enumerate(_frame_list(entry, "segmentations", video, where))]
         tracks.append(PredictedTrack(video.id, int(entry["category_id"]), float(entry["score"]), segmentations))
     return tracks
+
+
+def read_video_sequences(path: str | Path) -> tuple[dict[int, str], list[VideoSequence]]:
+    """A YouTube-VIS / OVIS ground truth as the original's training mapper sees it: (category id -> name, one
+    generic `VideoSequence` per video), instance ids numbering each video's annotations from 0, null frames left
+    out. Raises naming the file and entry for a missing field, an unknown video or category id, an empty file or a
+    mask whose size differs from its video's."""
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a json object with videos, categories and annotations")
+    _require(data, ("videos", "categories", "annotations"), str(path))
+    categories = {int(c["id"]): str(c.get("name", c["id"])) for c in data["categories"]}
+    entries = json_list(data, "videos", str(path))
+    frames = {int(v["id"]): read_video_frames_entry(v, f"{path}: videos[{i}]") for i, v in enumerate(entries)}
+    tracks: dict[int, list[tuple[int, list]]] = {video_id: [] for video_id in frames}
+    for i, ann in enumerate(data["annotations"] or []):
+        where = f"{path}: annotations[{i}]"
+        _require(ann, ("video_id", "category_id", "segmentations"), where)
+        if ann["video_id"] not in frames:
+            raise ValueError(f"{where}: unknown video_id {ann['video_id']}")
+        if ann["category_id"] not in categories:
+            raise ValueError(f"{where}: unknown category_id {ann['category_id']}")
+        video_entry = frames[ann["video_id"]]
+        video = Video(video_entry.id, video_entry.height, video_entry.width, len(video_entry.file_names))
+        masks = [_frame_rle(s, video, f"{where} frame {t}")
+                 for t, s in enumerate(_frame_list(ann, "segmentations", video, where))]
+        tracks[video.id].append((int(ann["category_id"]), masks))
+    sequences = []
+    for video_id, entry in frames.items():
+        video_tracks = tracks[video_id]
+        segmentations = tuple({iid: masks[t] for iid, (_, masks) in enumerate(video_tracks) if masks[t] is not None}
+                              for t in range(len(entry.file_names)))
+        sequences.append(VideoSequence(str(video_id), entry.height, entry.width, tuple(entry.file_names),
+                                       {iid: category for iid, (category, _) in enumerate(video_tracks)},
+                                       segmentations))
+    return categories, sequences
+
+
+def read_video_frames_entry(video: Any, where: str, error: type[Exception] = ValueError) -> VideoFrames:
+    """One entry of a json's `videos` list, checked: '<video>/<frame>' file names, a positive size, an integer id."""
+    file_names = json_list(video, "file_names", where, error)
+    if not all(isinstance(f, str) and "/" in f for f in file_names):
+        raise error(f"{where}: file_names must be '<video>/<frame>' paths")
+    height, width = json_image_size(video, where, error)
+    try:
+        video_id = int(json_field(video, "id", where, error))
+    except (TypeError, ValueError):
+        raise error(f"{where}: id must be an integer") from None
+    return VideoFrames(video_id, height, width, list(file_names))

@@ -1,0 +1,94 @@
+"""The loader: one dataset, task and object count per chunk on every rank; the same batches after a resume and with
+workers; accumulation steps from the flags; padding of clips of several sizes into one batch."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from data.fixtures import NUM_CLASSES, make_scenes, write_davis_folder, write_vipseg, write_ytvis
+from tarvis_fast.config import Config, build_config
+from tarvis_fast.data.loader import build_train_loader, collate_padded
+from tarvis_fast.data.sample import ClipSample
+from tarvis_fast.tasks import Task
+
+CHUNK = 2
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory) -> Config:
+    root = tmp_path_factory.mktemp("mix")
+    scenes = make_scenes(2)
+    davis_images, davis_annotations = write_davis_folder(root / "davis", scenes)
+    vipseg_images, vipseg_info, vipseg_masks = write_vipseg(root / "vipseg", scenes)
+    resize = {"mode": "min_dim", "min_dims": [40, 48], "max_dim": 1333}
+    datasets = {
+        "MY_VOS": {"type": "vos", "training": {"layout": "davis_folder", "images": str(davis_images),
+                                               "annotations": str(davis_annotations), "image_resize": resize}},
+        "MY_VIS": {"type": "instance_seg", "num_classes": NUM_CLASSES, "training": {
+            "layout": "ytvis", "images": str(root / "ytvis" / "JPEGImages"),
+            "annotations": str(write_ytvis(root / "ytvis", scenes)), "image_resize": resize}},
+        "MY_VPS": {"type": "panoptic_seg", "num_classes": NUM_CLASSES, "training": {
+            "layout": "vipseg", "images": str(vipseg_images), "annotations": str(vipseg_info),
+            "masks": str(vipseg_masks), "image_resize": resize}},
+    }
+    training = {"dataset_list": list(datasets), "dataset_weights": [0.4, 0.3, 0.3], "batch_size": 4,
+                "num_iterations": 12, "sample_chunking_factor": CHUNK, "point_vos_task_sample_likelihood": 0.5}
+    return build_config([("test", {"datasets": datasets, "training": training})])
+
+
+def _signature(batch) -> tuple:
+    return batch.dataset, batch.task, tuple(batch.images.shape), tuple(m["source"] for m in batch.meta), \
+        tuple(tuple(m["frames"]) for m in batch.meta)
+
+
+def test_ranks_share_dataset_task_and_object_count_per_chunk(cfg):
+    loaders = [build_train_loader(cfg, rank=r, world_size=2, micro_batch_size=1) for r in range(2)]
+    assert loaders[0].accumulation_steps == 2 and len(loaders[0]) == 24
+    runs = [list(loader) for loader in loaders]
+    seen = set()
+    for (it0, ms0, b0), (it1, ms1, b1) in zip(*runs):
+        assert (it0, ms0) == (it1, ms1)
+        assert (b0.dataset, b0.task) == (b1.dataset, b1.task)
+        if b0.task.guided_by_objects:
+            assert b0.targets.masks.shape[1] == b1.targets.masks.shape[1]
+        seen.add(b0.task)
+    for run in runs:  # held for a chunk of iterations
+        plans = {}
+        for iteration, _, batch in run:
+            objects = batch.targets.masks.shape[1] if batch.task.guided_by_objects else None
+            assert plans.setdefault(iteration // CHUNK, (batch.dataset, batch.task, objects)) == \
+                (batch.dataset, batch.task, objects)
+    assert len(seen) >= 2
+    # the ranks draw different clips
+    assert [_signature(b) for *_, b in runs[0]] != [_signature(b) for *_, b in runs[1]]
+
+
+def test_resume_and_workers_give_the_same_batches(cfg):
+    full = [(it, ms, _signature(b), b.images) for it, ms, b in build_train_loader(
+        cfg, rank=1, world_size=2, micro_batch_size=1)]
+    resumed = [(it, ms, _signature(b), b.images) for it, ms, b in build_train_loader(
+        cfg, rank=1, world_size=2, micro_batch_size=1, start_iteration=5, num_workers=2)]
+    tail = [entry for entry in full if entry[0] >= 5]
+    assert [e[:3] for e in resumed] == [e[:3] for e in tail]
+    assert all(torch.equal(a[3], b[3]) for a, b in zip(resumed, tail))
+
+
+def test_accumulation_steps_must_divide():
+    cfg = build_config([("test", {"training": {"batch_size": 8, "dataset_list": ["DAVIS"], "dataset_weights": [1.0]}})])
+    with pytest.raises(ValueError, match=r"batch_size \(8\).*world_size \(3\).*micro_batch_size \(1\)"):
+        build_train_loader(cfg, rank=0, world_size=3, micro_batch_size=1)
+
+
+def test_clips_of_several_sizes_are_padded_into_one_batch():
+    def sample(h: int, w: int) -> ClipSample:
+        masks = torch.zeros(1, 2, h, w, dtype=torch.bool)
+        masks[:, :, 1:3, 1:3] = True
+        return ClipSample("X", Task.PET, torch.zeros(2, 3, h, w, dtype=torch.uint8), masks,
+                          points=torch.tensor([[2.5 / h, 2.5 / w]]))
+    batch = collate_padded([sample(8, 10), sample(6, 12)])
+    assert batch.images.shape == (2, 2, 3, 8, 12)
+    assert (batch.images[1, :, :, 6:] == 128).all() and not batch.targets.masks[1, :, :, 6:].any()
+    # points keep their pixel: (2 + 0.5) / 6 of 6 rows is (2 + 0.5) / 8 of the padded 8
+    assert torch.allclose(batch.reference_points[1], torch.tensor([[2.5 / 8, 2.5 / 12]]))
