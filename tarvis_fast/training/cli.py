@@ -21,7 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from tarvis_fast.cli_errors import add_debug_flag, check_output_dir, run_cli
 from tarvis_fast.config import Config, load_config, split_overrides
-from tarvis_fast.training.run_dir import CONFIG_NAME, check_new_model_dir, remove_stale_temporaries, resolve_restore_path
+from tarvis_fast.training.run_dir import (
+    CONFIG_NAME,
+    check_new_model_dir,
+    remove_stale_temporaries,
+    resolve_restore_path,
+)
 
 if TYPE_CHECKING:
     from tarvis_fast.model import TarViS

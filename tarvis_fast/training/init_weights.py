@@ -5,6 +5,7 @@ Backbone files users have, found under `$TARVIS_WORKSPACE_DIR/pretrained_backbon
 named by `training.pretrained_backbone`:
 - ResNet: torchvision's state_dict (`resnet50-*.pth`) or detectron2's `R-50.pkl` / `R-101.pkl` (numpy arrays
   under detectron2's names, which are ours);
+  (`.pkl` files are unpickled, which runs code a malicious file holds: use files from their publishers only);
 - Swin: the official releases (`swin_tiny_patch4_window7_224.pth`, `swin_large_patch4_window12_384_22k.pth`, ...)
   or Mask2Former's `.pkl` conversions of them. A relative-position table made for another window size is resized
   (bicubic over the (2w-1) x (2w-1) offsets, per head), as Swin does when fine-tuning at another window.
@@ -174,6 +175,9 @@ def init_for_training(model: TarViS, cfg: Config, finetune_checkpoint: Path | No
     if finetune_checkpoint is not None:
         load_finetune_start(model, finetune_checkpoint)
         return f"fine-tuning from {finetune_checkpoint}"
+    if not cfg.training.pretraining:
+        warnings.warn("a fine-tuning config (training.pretraining: false) without --finetune_from: everything but "
+                      "the backbone starts from random weights", stacklevel=2)
     backbone: Any = model.backbone.backbone
     if not isinstance(backbone, (ResNet, SwinTransformer)):
         return "training from scratch (a custom backbone)"

@@ -20,7 +20,7 @@ import dataclasses
 import math
 import signal
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
@@ -251,11 +251,11 @@ class Trainer:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 
-    def train(self, loader: Iterable[tuple[int, int, TrainingBatch]]) -> int:
+    def train(self, loader: TrainLoader) -> int:
         """Run the loader to its end (or to a SIGTERM/SIGINT); saves every `checkpoint_save_interval` iterations
         and at the end. Returns the number of completed iterations."""
         training = self.cfg.training
-        accumulation = int(getattr(loader, "accumulation_steps"))
+        accumulation = int(loader.accumulation_steps)
         own_log = self.log is None
         if own_log:
             self.log = TrainingLog(self.model_dir, self.iteration, training.num_iterations, enabled=self.rank == 0)

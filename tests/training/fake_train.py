@@ -9,10 +9,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: helpers and training as packages
 
-from helpers.tiny import tiny_model  # noqa: E402
-from training.fake_data import FakeTrainLoader  # noqa: E402
+from helpers.tiny import tiny_model
 
-from tarvis_fast.training.cli import main  # noqa: E402
+from tarvis_fast.training.cli import main
+from training.fake_data import FakeTrainLoader
 
 if __name__ == "__main__":
     sys.exit(main(build_model=lambda cfg: tiny_model(), build_loader=FakeTrainLoader))

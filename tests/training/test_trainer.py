@@ -176,8 +176,8 @@ def test_a_missing_config_is_one_line(tmp_path, capsys):
 
 
 def test_a_new_run_needs_cfg_and_model_dir(tmp_path, capsys):
-    assert run_cli(["--model_dir", str(tmp_path / "run")], capsys) == (2, "error: --cfg: required for a new run "
-                                                                          "(a config YAML, e.g. configs/finetune_resnet50_swin-tiny.yaml)\n")
+    code, err = run_cli(["--model_dir", str(tmp_path / "run")], capsys)
+    assert code == 2 and err.startswith("error: --cfg: required for a new run")
     code, err = run_cli(["--cfg", str(write_config(tmp_path))], capsys)
     assert code == 2 and err.startswith("error: --model_dir: required")
 
