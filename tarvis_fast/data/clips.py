@@ -18,6 +18,7 @@ with the same generator, and counts it in `meta["retries"]`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,7 @@ class ClipSource(ABC):
     name: str
     task: Task           # VIS, VPS or VOS (a VOS source also gives PET clips)
     pseudo_video = False  # image datasets: any task, drawn by the pre-training task weights
+    category_names: Mapping[int, str] = {}   # the dataset's category id -> name (previews)
 
     def object_counts(self) -> tuple[int, ...]:
         """The VOS/PET object counts this source can give (each with at least one candidate reference frame)."""
@@ -139,7 +141,7 @@ class VideoClipSource(ClipSource):
 
     def __init__(self, name: str, task: Task, video_set: VideoSet, settings: ClipSettings):
         self.name, self.task, self.settings = name, task, settings
-        self.category_ids = video_set.category_ids
+        self.category_ids, self.category_names = video_set.category_ids, video_set.category_names
         self.videos: tuple[Video, ...] = tuple(v for v in video_set.videos if v.instance_ids)
         # VIS/VPS: the frames holding an instance, per video
         self._annotated = [np.flatnonzero([bool(ids) for ids in v.instances]) for v in self.videos]
