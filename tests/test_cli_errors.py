@@ -19,8 +19,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from helpers.checkpoint import save_small_checkpoint
+from helpers.videos import HEIGHT, NUM_FRAMES, WIDTH, first_frame_ids, write_jpeg_folder
+
 from tarvis_fast import config as config_cli
 from tarvis_fast.evaluation import __main__ as evaluation_cli
 from tarvis_fast.formats.davis import write_label_png
@@ -29,7 +30,7 @@ from tarvis_fast.inference import cli as infer_cli
 from tarvis_fast.inference.video import RUN_JSON
 
 REPO = Path(__file__).resolve().parents[1]
-H, W, T = 48, 64, 6  # frames of the synthetic video
+H, W = HEIGHT, WIDTH
 
 
 @dataclass
@@ -38,31 +39,13 @@ class Inputs:
 
     root: Path
     checkpoint: Path
-    frames: Path        # a folder of T JPEG frames
+    frames: Path        # a folder of NUM_FRAMES JPEG frames
     mask: Path          # a frame-0 id map with objects 1 and 2
     davis: Path         # a DAVIS-2017 root: JPEGImages/480p, Annotations/480p, ImageSets/2017/val.txt
     out: Path           # an output folder that does not exist yet
 
     def path(self, name: str) -> Path:
         return self.root / name
-
-
-def _frames(seed: int = 0) -> list[np.ndarray]:
-    """T RGB frames: noise with a square moving right."""
-    rng = np.random.default_rng(seed)
-    frames = []
-    for t in range(T):
-        frame = rng.integers(0, 60, (H, W, 3), dtype=np.uint8)
-        frame[10:26, 8 + 4 * t:24 + 4 * t] = (220, 40, 40)
-        frames.append(frame)
-    return frames
-
-
-def _first_mask() -> np.ndarray:
-    mask = np.zeros((H, W), np.uint8)
-    mask[10:26, 8:24] = 1
-    mask[32:44, 40:56] = 2
-    return mask
 
 
 def _write(path: Path, data: bytes | str) -> Path:
@@ -79,15 +62,14 @@ def _truncated(source: Path, target: Path) -> Path:
 def inputs(tmp_path_factory) -> Inputs:
     root = tmp_path_factory.mktemp("inputs")
     checkpoint = save_small_checkpoint(_mkdir(root / "ckpt"))
-    frames = _mkdir(root / "frames")
+    frames = write_jpeg_folder(root / "frames")
     davis = root / "davis"
-    for t, frame in enumerate(_frames()):
-        cv2.imwrite(str(frames / f"{t:05d}.jpg"), frame[..., ::-1])
-        cv2.imwrite(str(_mkdir(davis / "JPEGImages" / "480p" / "seq") / f"{t:05d}.jpg"), frame[..., ::-1])
-        write_label_png(_mkdir(davis / "Annotations" / "480p" / "seq") / f"{t:05d}.png", _first_mask())
+    write_jpeg_folder(davis / "JPEGImages" / "480p" / "seq")
+    for t in range(NUM_FRAMES):
+        write_label_png(_mkdir(davis / "Annotations" / "480p" / "seq") / f"{t:05d}.png", first_frame_ids())
     _write(davis / "ImageSets" / "2017" / "val.txt", "seq\n")
     mask = root / "first.png"
-    write_label_png(mask, _first_mask())
+    write_label_png(mask, first_frame_ids())
     return Inputs(root, checkpoint, frames, mask, davis, root / "out")
 
 
@@ -391,16 +373,18 @@ def test_the_scripts_exit_2_fast_and_debug_shows_the_traceback(inputs: Inputs):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("TARVIS_DEBUG", None)
     command = [sys.executable, str(REPO / "infer.py"), *video(inputs, checkpoint=bad)]
-    plain = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
+    plain = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, check=False)
     assert plain.returncode == 2 and plain.stderr == f"error: {bad}: the checkpoint is empty (0 bytes)\n"
-    debug = subprocess.run([*command, "--debug"], capture_output=True, text=True, env=env, cwd=REPO)
+    debug = subprocess.run([*command, "--debug"], capture_output=True, text=True, env=env, cwd=REPO, check=False)
     assert debug.returncode == 2 and "Traceback" in debug.stderr and debug.stderr.endswith(plain.stderr)
+    script = ("import sys; from tarvis_fast.inference.cli import main; code = main(sys.argv[1:]); "
+              "assert 'torch' not in sys.modules; sys.exit(code)")
     no_torch = subprocess.run(
-        [sys.executable, "-c", "import sys; from tarvis_fast.inference.cli import main; code = main(sys.argv[1:]); "
-                               "assert 'torch' not in sys.modules; sys.exit(code)", *video(inputs, checkpoint=bad)],
-        capture_output=True, text=True, env=env, cwd=REPO)
+        [sys.executable, "-c", script, *video(inputs, checkpoint=bad)],
+        capture_output=True, text=True, env=env, cwd=REPO, check=False)
     assert no_torch.returncode == 2, no_torch.stderr
     evaluation = subprocess.run([sys.executable, "-m", "tarvis_fast.evaluation", "davis", "--pred",
                                  str(inputs.path("none")), "--gt", str(inputs.davis)],
-                                capture_output=True, text=True, env={**env, "TARVIS_DEBUG": "1"}, cwd=REPO)
+                                capture_output=True, text=True, env={**env, "TARVIS_DEBUG": "1"}, cwd=REPO,
+                                check=False)
     assert evaluation.returncode == 2 and "Traceback" in evaluation.stderr and "error: --pred" in evaluation.stderr

@@ -13,53 +13,38 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers.videos import (
+    HEIGHT,
+    WIDTH,
+    first_frame_ids,
+    moving_square_frames,
+    write_jpeg_folder,
+)
 
 from tarvis_fast.formats.davis import write_label_png
 from tarvis_fast.inference import video as video_module
 from tarvis_fast.inference.cli import main
 from tarvis_fast.inference.predictor import VideoPredictor
-from tarvis_fast.inference.video import RUN_JSON, read_image_rgb, read_masks_json, read_run_record
+from tarvis_fast.inference.video import (
+    RUN_JSON,
+    read_image_rgb,
+    read_masks_json,
+    read_run_record,
+)
 
-H, W, T = 48, 64, 6
+H, W = HEIGHT, WIDTH
 FAST = ["--clip_length", "4", "--frame_overlap", "2", "--min_dim", "48"]
-
-
-def synthetic_frames(count: int = T) -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    frames = []
-    for t in range(count):
-        frame = rng.integers(0, 60, (H, W, 3), dtype=np.uint8)
-        frame[10:26, 8 + 4 * t:24 + 4 * t] = (220, 40, 40)
-        frames.append(frame)
-    return frames
-
-
-def first_mask(void: bool = False) -> np.ndarray:
-    mask = np.zeros((H, W), np.uint8)
-    mask[10:26, 8:24] = 1
-    mask[32:44, 40:56] = 2
-    if void:
-        mask[0:8, :] = 255  # DAVIS marks pixels left open this way
-        mask[26:30, 8:24] = 255
-    return mask
-
-
-def frame_folder(folder: Path, count: int = T) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for t, frame in enumerate(synthetic_frames(count)):
-        cv2.imwrite(str(folder / f"{t:05d}.jpg"), frame[..., ::-1])
-    return folder
 
 
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory) -> Path:
-    return frame_folder(tmp_path_factory.mktemp("frames"))
+    return write_jpeg_folder(tmp_path_factory.mktemp("frames"))
 
 
 @pytest.fixture(scope="module")
 def mask(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("mask") / "first.png"
-    write_label_png(path, first_mask())
+    write_label_png(path, first_frame_ids())
     return path
 
 
@@ -77,7 +62,7 @@ def files(folder: Path) -> dict[str, bytes]:
 
 def test_truncated_jpeg_is_an_error_naming_the_file(tmp_path):
     path = tmp_path / "frame.jpg"
-    cv2.imwrite(str(path), synthetic_frames(1)[0])
+    cv2.imwrite(str(path), moving_square_frames(1)[0])
     whole = path.read_bytes()
     path.write_bytes(whole + b"trailing data some writers add")  # complete, with bytes after the end marker
     assert read_image_rgb(path).shape == (H, W, 3)
@@ -88,7 +73,7 @@ def test_truncated_jpeg_is_an_error_naming_the_file(tmp_path):
 
 
 def test_a_truncated_frame_stops_the_run_naming_it(checkpoint, mask, tmp_path, capsys):
-    folder = frame_folder(tmp_path / "frames")
+    folder = write_jpeg_folder(tmp_path / "frames")
     jpeg = folder / "00003.jpg"
     jpeg.write_bytes(jpeg.read_bytes()[:-200])
     out = tmp_path / "out"
@@ -103,19 +88,19 @@ def test_a_truncated_frame_stops_the_run_naming_it(checkpoint, mask, tmp_path, c
 
 def test_void_in_a_first_frame_id_map_is_ignored(checkpoint):
     predictor = VideoPredictor.from_checkpoint(checkpoint, device="cpu")
-    kwargs = dict(clip_length=4, frame_overlap=2, min_dim=48)
-    with_void = list(predictor.segment(synthetic_frames(), "vos", masks={0: first_mask(void=True)}, **kwargs))
-    without = list(predictor.segment(synthetic_frames(), "vos", masks={0: first_mask()}, **kwargs))
+    kwargs = {"clip_length": 4, "frame_overlap": 2, "min_dim": 48}
+    with_void = list(predictor.segment(moving_square_frames(), "vos", masks={0: first_frame_ids(void=True)}, **kwargs))
+    without = list(predictor.segment(moving_square_frames(), "vos", masks={0: first_frame_ids()}, **kwargs))
     for (_, a), (_, b) in zip(with_void, without, strict=True):
         assert a.object_ids == b.object_ids and set(a.object_ids) <= {1, 2}
         np.testing.assert_array_equal(a.masks, b.masks)
     with pytest.raises(ValueError, match="holds no object"):
-        predictor.segment(synthetic_frames(), "vos", masks={0: np.full((H, W), 255, np.uint8)}, **kwargs)
+        predictor.segment(moving_square_frames(), "vos", masks={0: np.full((H, W), 255, np.uint8)}, **kwargs)
 
 
 def test_void_in_a_masks_png_is_ignored(checkpoint, frames, tmp_path):
     void_png = tmp_path / "void.png"
-    write_label_png(void_png, first_mask(void=True))
+    write_label_png(void_png, first_frame_ids(void=True))
     assert main(vos(checkpoint, frames, void_png, tmp_path / "out")) == 0
     _, results = read_masks_json(tmp_path / "out" / "masks.json")
     assert {entry.object_id for _, _, entries in results for entry in entries} <= {1, 2}
@@ -129,7 +114,7 @@ def test_another_runs_folder_is_refused_and_overwrite_leaves_nothing_of_it(check
     out = tmp_path / "out"
     assert main(vos(checkpoint, frames, mask, out)) == 0
     before = files(out)
-    shorter = frame_folder(tmp_path / "shorter", count=4)
+    shorter = write_jpeg_folder(tmp_path / "shorter", count=4)
     assert main(vos(checkpoint, shorter, mask, out)) == 2
     assert "--overwrite" in capsys.readouterr().err and files(out) == before  # refused, and nothing touched
     assert main(vos(checkpoint, shorter, mask, out, "--overwrite")) == 0
