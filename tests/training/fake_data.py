@@ -26,33 +26,34 @@ DATASETS = {Task.VIS: ("YOUTUBE_VIS", 40), Task.VPS: ("KITTI_STEP", 19), Task.VO
 TASK_CYCLE = (Task.VIS, Task.VPS, Task.VOS, Task.PET)
 
 
-def _boxes(generator: torch.Generator, count: int) -> torch.Tensor:
-    """(count, FRAMES, SIZE, SIZE) bool: each object a random box of 12..32 pixels, moving a little per frame."""
-    masks = torch.zeros(count, FRAMES, SIZE, SIZE, dtype=torch.bool)
+def _boxes(generator: torch.Generator, count: int, frames: int, size: int) -> torch.Tensor:
+    """(count, frames, size, size) bool: each object a random box of 12..32 pixels, moving a little per frame."""
+    masks = torch.zeros(count, frames, size, size, dtype=torch.bool)
     for n in range(count):
-        y, x = torch.randint(0, SIZE - 32, (2,), generator=generator).tolist()
+        y, x = torch.randint(0, size - 32 - 2 * frames, (2,), generator=generator).tolist()
         h, w = torch.randint(12, 32, (2,), generator=generator).tolist()
-        for t in range(FRAMES):
+        for t in range(frames):
             masks[n, t, y + 2 * t : y + 2 * t + h, x + t : x + t + w] = True
     return masks
 
 
-def fake_sample(task: Task, generator: torch.Generator) -> ClipSample:
+def fake_sample(task: Task, generator: torch.Generator, frames: int = FRAMES, size: int = SIZE) -> ClipSample:
+    """One random clip of `task` (frames x size x size)."""
     dataset, num_classes = DATASETS[task]
-    images = torch.randint(0, 256, (FRAMES, 3, SIZE, SIZE), dtype=torch.uint8, generator=generator)
-    masks = _boxes(generator, INSTANCES)
+    images = torch.randint(0, 256, (frames, 3, size, size), dtype=torch.uint8, generator=generator)
+    masks = _boxes(generator, INSTANCES, frames, size)
     if task.guided_by_objects:
         points = None
         if task is Task.PET:  # a pixel centre inside each object on frame 0
-            points = torch.stack([(m[0].nonzero().float().mean(0).round() + 0.5) / SIZE for m in masks])
+            points = torch.stack([(m[0].nonzero().float().mean(0).round() + 0.5) / size for m in masks])
         return ClipSample(dataset, task, images, masks, points=points)
     classes = torch.randint(1, num_classes + 1, (INSTANCES,), generator=generator)
     if task is Task.VIS:
         return ClipSample(dataset, task, images, masks, classes=classes)
-    semantic = torch.randint(0, num_classes, (1,), generator=generator).expand(FRAMES, SIZE, SIZE).clone()
+    semantic = torch.randint(0, num_classes, (1,), generator=generator).expand(frames, size, size).clone()
     for mask, cls in zip(masks, classes):
         semantic[mask] = cls - 1
-    ignore = torch.zeros(FRAMES, SIZE, SIZE, dtype=torch.bool)
+    ignore = torch.zeros(frames, size, size, dtype=torch.bool)
     ignore[:, :8] = True  # a void strip along the top
     return ClipSample(dataset, task, images, masks, classes=classes, semantic=semantic, ignore=ignore)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from data.fixtures import NUM_CLASSES, make_scenes, write_davis_folder, write_vipseg, write_ytvis
 from helpers.tiny import tiny_model
 
 from tarvis_fast.config import load_config, save_config
@@ -144,19 +145,38 @@ def test_train_saves_every_interval_and_keeps_the_last_k(tmp_path):
     assert list((run / "logs" / "tensorboard").glob("events.out.tfevents.*"))
 
 
-def test_a_checkpoint_loads_in_load_model_with_the_dumped_config(tmp_path):
-    """The real build_model (ResNet-50 at a small width) through the command line: infer.py's loader reads the
-    checkpoint and config.yaml the run wrote."""
-    config = write_config(tmp_path, num_iterations=1, batch_size=1)
-    small = ["--cfg.model.hidden_dim", "32", "--cfg.model.num_heads", "2", "--cfg.model.decoder_layers", "1",
-             "--cfg.model.decoder_ffn_dim", "32", "--cfg.model.neck_layers", "1", "--cfg.model.neck_ffn_dim", "32",
-             "--cfg.model.object_encoder_layers", "1", "--cfg.model.num_object_queries", "4"]
+@pytest.mark.slow
+def test_train_py_end_to_end_on_the_data_pipeline_and_infer_loads_the_result(tmp_path):
+    """The command line with nothing replaced: the real data loader (datasets in the YouTube-VIS, DAVIS and VIPSeg
+    layouts from tests/data) and build_model (ResNet-50 with a small head). load_model, which infer.py uses, reads
+    the checkpoint with the config.yaml the run wrote."""
+    scenes = make_scenes(2)
+    davis_images, davis_annotations = write_davis_folder(tmp_path / "davis", scenes)
+    vipseg_images, vipseg_info, vipseg_masks = write_vipseg(tmp_path / "vipseg", scenes)
+    resize = {"mode": "min_dim", "min_dims": [64], "max_dim": 1333}
+    datasets = {
+        "MY_VOS": {"type": "vos", "training": {"layout": "davis_folder", "images": str(davis_images),
+                                               "annotations": str(davis_annotations), "image_resize": resize}},
+        "MY_VIS": {"type": "instance_seg", "num_classes": NUM_CLASSES, "training": {
+            "layout": "ytvis", "images": str(tmp_path / "ytvis" / "JPEGImages"),
+            "annotations": str(write_ytvis(tmp_path / "ytvis", scenes)), "image_resize": resize}},
+        "MY_VPS": {"type": "panoptic_seg", "num_classes": NUM_CLASSES, "training": {
+            "layout": "vipseg", "images": str(vipseg_images), "annotations": str(vipseg_info),
+            "masks": str(vipseg_masks), "image_resize": resize}},
+    }
+    model = {"hidden_dim": 32, "num_heads": 2, "decoder_layers": 1, "decoder_ffn_dim": 32, "neck_layers": 1,
+             "neck_ffn_dim": 32, "object_encoder_layers": 1, "num_object_queries": 4}
+    training = {**TEST_TRAINING, "num_iterations": 3, "batch_size": 1, "sample_chunking_factor": 1,
+                "dataset_list": list(datasets), "dataset_weights": [1, 1, 1]}
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"model": model, "training": training, "datasets": datasets}))
     run = tmp_path / "run"
-    code = cli.main(["--model_dir", str(run), "--cfg", str(config), "--device", "cpu", *small],
-                    build_loader=FakeTrainLoader)
+    with pytest.warns(UserWarning, match="no ImageNet weights"):
+        code = cli.main(["--model_dir", str(run), "--cfg", str(config), "--device", "cpu", "--num_workers", "0"])
     assert code == 0
-    model = load_model(run / "000001.pth")
-    state = load_checkpoint(run / "000001.pth")["model"]
+    assert "it 3/3" in (run / "logs" / "out.log").read_text()
+    model = load_model(run / "000003.pth")
+    state = load_checkpoint(run / "000003.pth")["model"]
     for key, value in model.state_dict().items():
         assert torch.equal(value, state[key]), key
 
