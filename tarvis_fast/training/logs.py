@@ -53,9 +53,12 @@ class TrainingLog:
         log_dir.mkdir(parents=True, exist_ok=True)
         self._file = open(log_dir / "out.log", "a", encoding="utf-8")
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(str(log_dir / "tensorboard"))
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # an optional dependency (pip install tarvis-fast[tensorboard])
+                self.message("tensorboard is not installed: no TensorBoard events (pip install tensorboard)")
+            else:
+                self._writer = SummaryWriter(str(log_dir / "tensorboard"))
         if wandb_project is not None:
             import wandb  # the command line checks that it is installed
 

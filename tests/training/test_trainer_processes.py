@@ -4,6 +4,7 @@ processes under torchrun end where one process accumulating their micro-batches 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -98,10 +99,21 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert "stopped by a signal" in (model_dir / "logs" / "out.log").read_text()
 
 
+def logged(model_dir: Path, name: str) -> float:
+    """The last value of a scalar in the run's console log."""
+    return float(re.findall(rf"{name} ([0-9.]+)", (model_dir / "logs" / "out.log").read_text())[-1])
+
+
 @pytest.mark.slow
 def test_two_processes_end_where_one_accumulating_process_ends(tmp_path):
     """Batch 4: 2 gloo processes x 2 micro-steps (no_sync on the first) against 1 process x 4 micro-steps. The
-    task changes between micro-steps, so each process leaves different parameters unused in each."""
+    task changes between micro-steps, so each process leaves different parameters unused in each.
+
+    Tolerance: float rounding differs with the summation order, and training amplifies it where it makes discrete
+    choices (the most uncertain points, matching, max over queries): one process run with 1 and with 2 threads
+    differs by 1.9e-5 after three iterations of this run. A lost or doubled micro-step moves parameters by the
+    order of the learning rate (1e-3), so atol is lr / 10. Adam and clipping hide a wrong gradient scale from the
+    parameters; the logged loss and gradient norm (before clipping) show it."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     if torchrun is None:
         pytest.skip("torchrun not found")
@@ -118,4 +130,6 @@ def test_two_processes_end_where_one_accumulating_process_ends(tmp_path):
                    for key, value in one["model"].items() if value.is_floating_point())
     print(f"max |one process - two processes| over all parameters: {max_diff:.3g}")
     for key, value in one["model"].items():
-        torch.testing.assert_close(two["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+        torch.testing.assert_close(two["model"][key], value, rtol=0, atol=1e-4, msg=key)
+    for name in ("TotalL", "grad_norm"):
+        assert logged(tmp_path / "two", name) == pytest.approx(logged(tmp_path / "one", name), rel=1e-3), name
