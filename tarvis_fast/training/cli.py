@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="mixed precision: bf16 where the device supports it (auto), else fp16 with loss scaling")
     parser.add_argument("--finetune_from", type=Path,
                         help="a pre-training run's folder (config.yaml + .pth): start from its newest checkpoint")
+    parser.add_argument("--trust_checkpoint", action="store_true",
+                        help="--finetune_from: unpickle any object its checkpoint holds (only for files you trust)")
     parser.add_argument("--restore_session", type=Path, help="continue a run from its checkpoint (or its folder)")
     parser.add_argument("--max_samples_per_gpu", type=int, default=1, help="clips per process per micro-step")
     parser.add_argument("--seed", type=int, default=42)
@@ -64,6 +66,7 @@ class Launch:
     model_dir: Path
     restore: Path | None
     finetune_checkpoint: Path | None
+    trust_checkpoint: bool
     amp: str | None
     micro_batch_size: int
     seed: int
@@ -138,8 +141,11 @@ def parse_launch(argv: Sequence[str], env: dict[str, str] | None = None) -> Laun
         raise ValueError(f"--display_interval: must be positive, got {args.display_interval}")
     if args.wandb_project is not None and importlib.util.find_spec("wandb") is None:
         raise ValueError("--wandb_project: wandb is not installed (pip install wandb)")
-    return Launch(cfg, model_dir, restore, finetune, args.amp, args.max_samples_per_gpu, args.seed, args.num_workers,
-                  args.display_interval, args.device, args.wandb_project, rank, local_rank, world_size)
+    return Launch(cfg=cfg, model_dir=model_dir, restore=restore, finetune_checkpoint=finetune,
+                  trust_checkpoint=args.trust_checkpoint, amp=args.amp, micro_batch_size=args.max_samples_per_gpu,
+                  seed=args.seed, num_workers=args.num_workers, display_interval=args.display_interval,
+                  device=args.device, wandb_project=args.wandb_project, rank=rank, local_rank=local_rank,
+                  world_size=world_size)
 
 
 def train(launch: Launch, *, build_model: ModelFactory | None = None,
@@ -172,7 +178,8 @@ def train(launch: Launch, *, build_model: ModelFactory | None = None,
             if launch.rank == 0:
                 launch.model_dir.mkdir(parents=True, exist_ok=True)
                 save_config(launch.cfg, launch.model_dir / CONFIG_NAME)
-            origin = init_for_training(model, launch.cfg, launch.finetune_checkpoint)
+            origin = init_for_training(model, launch.cfg, launch.finetune_checkpoint,
+                                       trust_checkpoint=launch.trust_checkpoint)
         else:
             origin = f"continuing from {launch.restore}"
             if launch.rank == 0:

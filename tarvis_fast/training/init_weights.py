@@ -88,12 +88,13 @@ def finetune_state_dict(pretrained: Mapping[str, Tensor], target: Mapping[str, T
     return state
 
 
-def load_finetune_start(model: TarViS, checkpoint: Path) -> None:
-    """Load a pre-training checkpoint (ours or a released one, with its config.yaml beside it) into `model`."""
+def load_finetune_start(model: TarViS, checkpoint: Path, *, trusted: bool = False) -> None:
+    """Load a pre-training checkpoint (ours or a released one, with its config.yaml beside it) into `model`;
+    `trusted` unpickles any object the file holds (see `read_state_dict`)."""
     pretrain_cfg = load_config(checkpoint.parent / "config.yaml")
     queries = model.embedding_container
     finetune_classes = {name: queries.num_classes(name) for name in queries.datasets}
-    state = finetune_state_dict(read_state_dict(checkpoint), model.state_dict(), semantic_classes(pretrain_cfg),
+    state = finetune_state_dict(read_state_dict(checkpoint, trusted=trusted), model.state_dict(), semantic_classes(pretrain_cfg),
                                 finetune_classes)
     model.load_state_dict(state)
 
@@ -169,11 +170,12 @@ def load_pretrained_backbone(backbone: ResNet | SwinTransformer, path: Path) -> 
 # ----------------------------------------------------------------------------------------------------------
 
 
-def init_for_training(model: TarViS, cfg: Config, finetune_checkpoint: Path | None) -> str:
+def init_for_training(model: TarViS, cfg: Config, finetune_checkpoint: Path | None, *,
+                      trust_checkpoint: bool = False) -> str:
     """Initialise a new run's model in place; returns a line saying where the weights came from (and warns when
     the backbone starts from random weights)."""
     if finetune_checkpoint is not None:
-        load_finetune_start(model, finetune_checkpoint)
+        load_finetune_start(model, finetune_checkpoint, trusted=trust_checkpoint)
         return f"fine-tuning from {finetune_checkpoint}"
     if not cfg.training.pretraining:
         warnings.warn("a fine-tuning config (training.pretraining: false) without --finetune_from: everything but "

@@ -2,6 +2,7 @@
 checkpoints (contents, rotation, loading in `load_model`), the command line's checks."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -236,3 +237,21 @@ def test_restore_checks_its_arguments(tmp_path, capsys):
     assert code == 2 and "differs from the restored run" in err
     code, err = run_cli(["--restore_session", str(run / "000002.pth"), "--finetune_from", str(run)], capsys)
     assert code == 2 and err.startswith("error: --finetune_from:")
+
+
+def test_finetune_from_starts_from_the_newest_checkpoint_of_a_run(tmp_path, capsys):
+    config = write_config(tmp_path, num_iterations=2)
+    pretrain = tmp_path / "pretrain"
+    assert run_cli(["--model_dir", str(pretrain), "--cfg", str(config), "--device", "cpu"], capsys)[0] == 0
+    launch = cli.parse_launch(["--model_dir", str(tmp_path / "finetune"), "--cfg", str(config), "--finetune_from",
+                               str(pretrain)])
+    assert launch.finetune_checkpoint == pretrain / "000002.pth"
+    with pytest.warns(UserWarning, match="without --finetune_from"):  # a fine-tuning config, from scratch
+        cli.train(dataclasses.replace(launch, finetune_checkpoint=None, model_dir=tmp_path / "scratch"),
+                  build_model=lambda cfg: tiny_model(), build_loader=FakeTrainLoader)
+    assert cli.train(launch, build_model=lambda cfg: tiny_model(seed=5), build_loader=FakeTrainLoader) == 0
+    assert f"fine-tuning from {pretrain / '000002.pth'}" in (tmp_path / "finetune" / "logs" / "out.log").read_text()
+    capsys.readouterr()
+    code, err = run_cli(["--model_dir", str(tmp_path / "other"), "--cfg", str(config), "--finetune_from",
+                         str(tmp_path)], capsys)
+    assert code == 2 and err.startswith(f"error: {tmp_path}: --finetune_from needs a run's folder")
