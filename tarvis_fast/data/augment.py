@@ -44,21 +44,25 @@ class ColourJitter:
         brightness = int(rng.integers(-self.brightness, self.brightness + 1))
 
         levels = np.arange(256)
-        hue_lut = np.mod(levels + int(round(hue * 180 / 255)), 180).astype(np.uint8)  # OpenCV hue is 0..179
-        saturation_lut = np.clip(levels + saturation, 0, 255).astype(np.uint8)
-        contrast_lut = np.clip(np.round(_CONTRAST_CENTRE + alpha * (levels - _CONTRAST_CENTRE)), 0, 255).astype(np.uint8)
-        brightness_lut = np.clip(levels + brightness, 0, 255).astype(np.uint8)
+        hue_lut = np.mod(levels + int(round(hue * 180 / 255)), 180)  # OpenCV's uint8 hue is 0..179
+        saturation_lut = np.clip(levels + saturation, 0, 255)
+        contrast_lut = np.clip(np.round(_CONTRAST_CENTRE + alpha * (levels - _CONTRAST_CENTRE)), 0, 255)
         to_space, from_space, channel = space
+        brightness_lut = [levels] * 3
+        brightness_lut[channel] = np.clip(levels + brightness, 0, 255)
+        hsv_lut, brightness_lut = _channel_lut(hue_lut, saturation_lut, levels), _channel_lut(*brightness_lut)
+        contrast_lut = contrast_lut.astype(np.uint8)
         out = np.empty_like(frames)
         for t, frame in enumerate(frames):
-            hsv = cv2.cvtColor(frame, cv2.COLOR_RGB2HSV)
-            hsv[..., 0] = hue_lut[hsv[..., 0]]
-            hsv[..., 1] = saturation_lut[hsv[..., 1]]
+            hsv = cv2.LUT(cv2.cvtColor(frame, cv2.COLOR_RGB2HSV), hsv_lut)
             image = cv2.LUT(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), contrast_lut)
-            converted = cv2.cvtColor(image, to_space)
-            converted[..., channel] = brightness_lut[converted[..., channel]]
-            out[t] = cv2.cvtColor(converted, from_space)
+            out[t] = cv2.cvtColor(cv2.LUT(cv2.cvtColor(image, to_space), brightness_lut), from_space)
         return out
+
+
+def _channel_lut(*tables: np.ndarray) -> np.ndarray:
+    """A (256, 1, 3) uint8 table for cv2.LUT that maps each channel through its own table."""
+    return np.stack(tables, axis=-1).astype(np.uint8).reshape(256, 1, 3)
 
 
 VIDEO_JITTER = ColourJitter(hue_saturation=12, brightness=25)      # VIS and VOS datasets
@@ -113,9 +117,8 @@ def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray
     gives the same maps as resizing all of them."""
     t, h, w = labels.shape[0], *size
     semantic = np.zeros((t, h, w), np.int64)
-    for value in np.unique(labels):
-        if value == IGNORE:
-            continue
+    present = np.flatnonzero(np.bincount((labels - IGNORE).ravel())) + IGNORE  # ascending, as np.unique, faster
+    for value in present[present != IGNORE]:
         semantic[resize_masks(labels == value, size)] = value
     ignore = resize_masks(labels == IGNORE, size)
     return semantic, ignore

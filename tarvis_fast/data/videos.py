@@ -143,6 +143,13 @@ class PanopticPngVideo(Video):
     stuff: Mapping[int, int] = field(default_factory=dict)
     rgb: bool = False
 
+    def _frame_values(self, frames: Sequence[int]) -> np.ndarray:
+        """(T, H, W) int64 pixel values; a clip asks for its masks and its labels, so the last clip's are kept."""
+        key = tuple(frames)
+        if getattr(self, "_last", (None,))[0] != key:
+            self._last = (key, np.stack([self._values(t) for t in frames]))
+        return self._last[1]
+
     def _values(self, t: int) -> np.ndarray:
         if self.rgb:
             try:
@@ -155,15 +162,14 @@ class PanopticPngVideo(Video):
         return vipseg_train.read_panoptic_values(self.pngs[t], self.size)
 
     def load_masks(self, frames: Sequence[int], ids: Sequence[int]) -> np.ndarray:
-        values = np.stack([self._values(t) for t in frames])
-        return values[None] == np.asarray(ids, np.int64).reshape(-1, 1, 1, 1)
+        return self._frame_values(frames)[None] == np.asarray(ids, np.int64).reshape(-1, 1, 1, 1)
 
     def load_labels(self, frames: Sequence[int]) -> np.ndarray:
-        values = np.stack([self._values(t) for t in frames])
-        table = {**self.stuff, **{iid: cls - 1 for iid, cls in self.classes.items()}}
-        keys, inverse = np.unique(values, return_inverse=True)
-        lookup = np.array([table.get(int(k), IGNORE) for k in keys], np.int64)
-        return lookup[inverse].reshape(values.shape)
+        values = self._frame_values(frames)
+        labels = np.full(values.shape, IGNORE, np.int64)
+        for value, label in {**self.stuff, **{iid: cls - 1 for iid, cls in self.classes.items()}}.items():
+            labels[values == value] = label
+        return labels
 
 
 @dataclass(frozen=True)
