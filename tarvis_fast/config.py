@@ -477,7 +477,8 @@ def load_checkpoint_config(checkpoint: str | os.PathLike, overrides: Sequence[st
     of missing keys instead of this message."""
     path = Path(checkpoint).parent / "config.yaml"
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found (a checkpoint's config.yaml lies beside it)")
+        raise FileNotFoundError(f"{path}: config file not found: the checkpoint's config.yaml does not exist "
+                                "(it lies beside the checkpoint; from Python, config=... names another file)")
     if not _read_yaml(path):
         raise ConfigError(f"{path}: the checkpoint's config is empty; it must describe the checkpoint's model")
     return load_config(path, overrides)

@@ -187,7 +187,7 @@ def test_from_checkpoint_reads_the_config_beside_it(checkpoint, tmp_path):
     results = list(predictor.segment(synthetic_frames(), "vos", masks={0: mask}, clip_length=3, frame_overlap=1))
     check_frames(results, 4, (72, 100))
     (tmp_path / "model.pth").write_bytes(checkpoint.read_bytes())
-    with pytest.raises(ConfigError, match="config file not found"):
+    with pytest.raises(FileNotFoundError, match="config file not found"):
         VideoPredictor.from_checkpoint(tmp_path / "model.pth")
 
 
