@@ -15,7 +15,7 @@ import pytest
 from scipy.ndimage import distance_transform_edt
 
 import tarvis_fast
-from tarvis_fast.config import Config, ConfigError, load_config
+from tarvis_fast.config import Config, load_config
 from tarvis_fast.formats.davis import read_label_png
 from tarvis_fast.datasets import vocabulary
 from tarvis_fast.inference.predictor import VideoPredictor, count_video_frames
