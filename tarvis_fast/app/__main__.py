@@ -9,6 +9,7 @@ nothing is served. Uploads and results live in a temporary folder that is delete
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import tempfile
@@ -53,17 +54,21 @@ def _main(argv: list[str]) -> int:
     check_device_name("--device", args.device)
     check_device_available("--device", args.device)
 
-    from tarvis_fast.app.ui import AppSettings, build_app, serve  # torch and gradio: after the cheap checks
-    from tarvis_fast.inference.predictor import VideoPredictor
-
-    predictor = VideoPredictor.from_checkpoint(args.checkpoint, config=cfg, device=args.device, amp=args.amp)
-    options = {"min_dim": args.min_dim} if args.min_dim is not None else {}
-    settings = AppSettings(max_upload_mb=args.max_upload_mb, segment_options=options)
     # SIGTERM (a service manager, `kill`) stops the server as Ctrl-C does, so that the temporary folder goes too.
     signal.signal(signal.SIGTERM, _interrupt)
-    with tempfile.TemporaryDirectory(prefix="tarvis-app-") as workdir:
-        demo = build_app(predictor, Path(workdir), settings)
-        serve(demo, Path(workdir), host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
+    with tempfile.TemporaryDirectory(prefix="tarvis-app-") as folder:
+        workdir = Path(folder)
+        # Gradio's copies of uploads and results go there too; set before gradio is imported (some of its modules
+        # read it then, the rest when the page is built).
+        os.environ["GRADIO_TEMP_DIR"] = str(workdir / "gradio")
+        from tarvis_fast.app.ui import AppSettings, build_app, serve  # torch and gradio: after the cheap checks
+        from tarvis_fast.inference.predictor import VideoPredictor
+
+        predictor = VideoPredictor.from_checkpoint(args.checkpoint, config=cfg, device=args.device, amp=args.amp)
+        options = {"min_dim": args.min_dim} if args.min_dim is not None else {}
+        settings = AppSettings(max_upload_mb=args.max_upload_mb, segment_options=options)
+        serve(build_app(predictor, workdir, settings), workdir, host=args.host, port=args.port,
+              max_upload_mb=args.max_upload_mb)
     return 0
 
 

@@ -8,7 +8,6 @@ that it is also an API endpoint, `/run`, which `gradio_client` calls as the test
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,8 +145,8 @@ def _show_task(task: str) -> tuple:
 
 
 def build_app(predictor: VideoPredictor, workdir: Path, settings: AppSettings = AppSettings()) -> gr.Blocks:
-    """The page, serving `predictor`; uploads, runs and Gradio's own copies of files go under `workdir`."""
-    os.environ["GRADIO_TEMP_DIR"] = str(workdir / "gradio")  # read by each component and the server when built
+    """The page, serving `predictor`; uploads and runs go under `workdir`, Gradio's own copies of files under
+    $GRADIO_TEMP_DIR (which `python -m tarvis_fast.app` points into `workdir`)."""
     app = _App(predictor, workdir, settings)
     brush = gr.Brush(colors=[f"rgb({r}, {g}, {b})" for r, g, b in object_colours().tolist()], color_mode="fixed")
     with gr.Blocks(title="TarViS", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:

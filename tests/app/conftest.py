@@ -40,8 +40,8 @@ def server(app_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 
     workdir = tmp_path_factory.mktemp("app-workdir")
     settings = AppSettings(max_upload_mb=MAX_UPLOAD_MB, segment_options={"min_dim": 64})
-    with pytest.MonkeyPatch.context() as env:  # build_app points Gradio's temporary folder into workdir
-        env.setenv("GRADIO_TEMP_DIR", "")
+    with pytest.MonkeyPatch.context() as env:  # Gradio's copies of files into workdir too, as the app's own
+        env.setenv("GRADIO_TEMP_DIR", str(workdir / "gradio"))
         demo = build_app(VideoPredictor.from_checkpoint(app_checkpoint), workdir, settings)
         url = serve(demo, workdir, host="127.0.0.1", port=free_port(), max_upload_mb=MAX_UPLOAD_MB, block=False)
         try:
