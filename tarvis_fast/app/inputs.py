@@ -174,7 +174,7 @@ def draw_points(frame: np.ndarray, points: Mapping[int, tuple[int, tuple[float, 
         if at != frame_index:
             continue
         colour = tuple(int(c) for c in id_colours(object_id))
-        centre = (int(round(x)), int(round(y)))
+        centre = (round(x), round(y))
         cv2.circle(out, centre, 6, (255, 255, 255), -1, cv2.LINE_AA)
         cv2.circle(out, centre, 4, colour, -1, cv2.LINE_AA)
         cv2.putText(out, str(object_id), (centre[0] + 7, centre[1] - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.5,

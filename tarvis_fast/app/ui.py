@@ -67,13 +67,14 @@ class _App:
         self.predictor, self.settings = predictor, settings
         self.sample = write_sample_video(workdir)
         self.uploads, self.runs = workdir / "uploads", workdir / "runs"
+        # The page asks again at every frame change and click; Gradio names uploads by their content.
+        self._sources = functools.lru_cache(maxsize=16)(self._prepare)
 
-    @functools.lru_cache(maxsize=16)  # the page asks again at every frame change; uploads are named by content
-    def _source(self, files: tuple[str, ...]) -> VideoSource:
+    def _prepare(self, files: tuple[str, ...]) -> VideoSource:
         return prepare_video(files, self.sample, self.uploads, self.settings.max_upload_mb)
 
     def source(self, files: Sequence[str] | None) -> VideoSource:
-        return self._source(tuple(files or ()))
+        return self._sources(tuple(files or ()))
 
     def show_video(self, files: Sequence[str] | None) -> tuple:
         """A new upload (or none: the sample): its first frame to paint or click on, the points cleared."""
@@ -132,7 +133,8 @@ class _App:
                                 on_frame=lambda done, total: progress((done, total), desc="Segmenting",
                                                                       unit="frames"))
         objects = sum(row[1] != "stuff" for row in outputs.table)
-        status = f"{task.upper()} on **{source.name}**: {outputs.num_frames} frames, {objects} objects"
+        status = (f"{task.upper()} on **{source.name}**: {outputs.num_frames} frames, {objects} "
+                  f"object{'s' * (objects != 1)}")
         return str(outputs.video), outputs.table, str(outputs.archive), status
 
 
@@ -184,7 +186,7 @@ def build_app(predictor: VideoPredictor, workdir: Path, settings: AppSettings = 
                 archive = gr.File(label="Masks: PNGs and RLE JSON (as infer.py writes them) with the overlay",
                                   interactive=False, elem_id="result-zip")
 
-        private = dict(api_visibility="private")
+        private = {"api_visibility": "private"}
         shown = [frame_index, editor, points_image, points, info]
         demo.load(_in_page(app.show_video), files, shown, **private)
         files.change(_in_page(app.show_video), files, shown, **private)

@@ -11,8 +11,6 @@ import pytest
 
 from helpers.checkpoint import save_small_checkpoint
 
-gradio = pytest.importorskip("gradio", reason="the app needs gradio: pip install -e .[app]")
-
 MAX_UPLOAD_MB = 1.0
 
 
@@ -35,6 +33,7 @@ def app_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def server(app_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    pytest.importorskip("gradio", reason="the app needs gradio: pip install -e .[app]")
     from tarvis_fast.app.ui import AppSettings, build_app, serve
     from tarvis_fast.inference.predictor import VideoPredictor
 
