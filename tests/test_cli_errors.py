@@ -202,7 +202,6 @@ CASES = [
          lambda i: [str(i.checkpoint), "--dataset", "DAVIS", "--output_dir", str(i.out), "--workspace",
                     str(i.path("no-workspace"))], "no-workspace"),
     Case("video-flag-on-benchmark", "infer", lambda i: davis(i, "--task", "vos"), "--task"),
-    Case("overwrite-on-benchmark", "infer", lambda i: davis(i, "--overwrite"), "--overwrite"),
     Case("benchmark-truncated-annotation", "infer",
          lambda i: davis(i, "--annotations", str(_davis_copy(i, "cut-annotations", "00000.png", _cut))),
          "00000.png"),

@@ -63,6 +63,11 @@ from tarvis_fast.datasets import BENCHMARKS, vocabulary
 from tarvis_fast.formats.atomic import atomic_open
 from tarvis_fast.formats.checkpoint import check_checkpoint_file
 from tarvis_fast.formats.davis import VOID_ID, read_label_png
+from tarvis_fast.formats.run_record import (
+    differing_keys,
+    read_run_record,
+    write_run_record,
+)
 from tarvis_fast.inference.readers import PATH_KEYS, open_benchmark
 from tarvis_fast.inference.sequences import Benchmark, SequenceInfo, select_sequences
 from tarvis_fast.inference.video import (
@@ -70,10 +75,8 @@ from tarvis_fast.inference.video import (
     VOCABULARIES,
     clear_video_outputs,
     open_frames,
-    read_run_record,
     settings_dataset,
     video_output_files,
-    write_run_record,
 )
 from tarvis_fast.tasks import Task
 
@@ -124,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="--dataset: skip sequences whose results are already written; --video: finish an "
                           "interrupted run with the same flags")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the results of another run in --output_dir (by default such a folder is refused)")
     bench.add_argument("--eval", action="store_true", help="score the results with the built-in metric")
     bench.add_argument("--workspace", type=Path, help="default: $TARVIS_WORKSPACE_DIR")
     for key, what in PATH_KEYS.items():
@@ -136,8 +141,6 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--points", help='pet: "x,y;x,y" on frame 0, or a JSON file with frame indices')
     video.add_argument("--vocabulary", choices=[v for vs in VOCABULARIES.values() for v in vs],
                        help="vis: youtube_vis | ovis; vps: kitti_step | cityscapes_vps | vipseg")
-    video.add_argument("--overwrite", action="store_true",
-                       help="replace the results of another run in --output_dir (by default such a folder is refused)")
     add_debug_flag(parser)
     return parser
 
@@ -152,7 +155,6 @@ def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
     if args.frame_overlap is not None and args.frame_overlap < 0:
         parser.error("--frame_overlap must be >= 0")
     video_flags = [f for f in ("task", "masks", "points", "vocabulary") if getattr(args, f) is not None]
-    video_flags += ["overwrite"] if args.overwrite else []
     bench_flags = [f for f in ("split", "seq_names", "seq_split", "workspace", *PATH_KEYS) if getattr(args, f)]
     bench_flags += ["eval"] if args.eval else []
     if args.resume and args.overwrite:
@@ -187,7 +189,7 @@ def _main(argv: list[str]) -> int:
     check_output_dir("--output_dir", args.output_dir)
     check_device_name("--device", args.device)
     if args.dataset:
-        run_benchmark(args, cfg)
+        run_benchmark(args, cfg, overrides)
     else:
         run_video(args, cfg, overrides)
     return 0
@@ -228,7 +230,7 @@ def _clip_settings(args: argparse.Namespace, cfg: Config, dataset: str) -> ClipS
 
 # ============================================================================================== benchmarks
 
-def run_benchmark(args: argparse.Namespace, cfg: Config) -> None:
+def run_benchmark(args: argparse.Namespace, cfg: Config, overrides: Sequence[str]) -> None:
     """One benchmark (or a shard of it) into `args.output_dir` in the official format; then, with --eval, its
     metric when every sequence is done."""
     paths = {key: getattr(args, key) for key in PATH_KEYS}
@@ -247,6 +249,7 @@ def run_benchmark(args: argparse.Namespace, cfg: Config) -> None:
     check_device_available("--device", args.device)
     settings = _clip_settings(args, cfg, benchmark.name)
     writer = open_writer(benchmark, args.output_dir)
+    _prepare_benchmark_output(args, writer, _benchmark_run_record(args, benchmark, overrides))
     todo = [seq for seq in sequences if not (args.resume and writer.is_done(seq))]
     print(f"{benchmark.name} ({benchmark.split}): {len(sequences)} sequences selected, {len(todo)} to run "
           f"-> {args.output_dir}", file=sys.stderr)
@@ -266,6 +269,40 @@ def run_benchmark(args: argparse.Namespace, cfg: Config) -> None:
         print(f"wrote {path}", file=sys.stderr)
     if args.eval:
         _evaluate(benchmark, writer, args.output_dir)
+
+
+# Benchmark runs into one folder may differ in which sequences they run (--seq_split, --seq_names: shards of one run)
+# but in nothing that changes a sequence's results.
+BENCHMARK_RESULT_FLAGS = ("amp", "clip_length", "frame_overlap", "min_dim", "disable_resize", "final_clip",
+                          "overlap_points")
+
+
+def _benchmark_run_record(args: argparse.Namespace, benchmark: Benchmark, overrides: Sequence[str]) -> dict[str, Any]:
+    run: dict[str, Any] = {flag: getattr(args, flag) for flag in BENCHMARK_RESULT_FLAGS}
+    run.update(dataset=benchmark.name, split=benchmark.split, checkpoint=str(args.checkpoint.resolve()),
+               inputs={key: str(Path(path).resolve()) for key, path in benchmark.paths.items()
+                       if key != "ground_truth"},
+               cfg_overrides=list(overrides))
+    return run
+
+
+def _prepare_benchmark_output(args: argparse.Namespace, writer: ResultWriter, run: dict[str, Any]) -> None:
+    """Refuse an output folder holding another run's results (a run is the checkpoint, the inputs and every flag
+    that changes results; shards of one run share it) unless --overwrite, which deletes them first; then record
+    this run. The record is never marked complete: the writer's parts say which sequences are done."""
+    flag = f"--output_dir {args.output_dir}"
+    record = read_run_record(args.output_dir)
+    if args.overwrite:
+        writer.clear()
+    elif record is None and writer.written_paths():
+        raise UsageError(flag, "holds benchmark results without a run record (run.json); give --overwrite to "
+                               "replace them")
+    elif record is not None and record[0] != run:
+        differing = ", ".join(differing_keys(run, record[0]))
+        raise UsageError(flag, f"holds the results of another run (differing: {differing}); give --overwrite to "
+                               "replace them, or another --output_dir")
+    if args.overwrite or record is None:
+        write_run_record(args.output_dir, run, complete=False)
 
 
 def _benchmark_request(benchmark: Benchmark, seq: SequenceInfo, inference: DatasetInferenceConfig, *,
@@ -377,9 +414,9 @@ def _prepare_video_output(args: argparse.Namespace, run: dict[str, Any]) -> bool
             raise UsageError(flag, f"holds the results of {'a finished' if complete else 'an unfinished'} run of "
                                    f"{previous.get('video')}; give {hint}--overwrite to replace them")
         if previous != run:
-            differing = sorted(key for key in run.keys() | previous.keys() if run.get(key) != previous.get(key))
             raise UsageError(f"--resume {args.output_dir}", f"holds a run with other flags or inputs (differing: "
-                                                            f"{', '.join(differing)}); give --overwrite instead")
+                                                            f"{', '.join(differing_keys(run, previous))}); give "
+                                                            "--overwrite instead")
         if complete:
             return False
     clear_video_outputs(args.output_dir)  # --overwrite, or an unfinished run restarted: nothing of it may remain

@@ -29,12 +29,13 @@ from tarvis_fast.formats.atomic import PendingFile, atomic_open
 from tarvis_fast.formats.davis import DAVIS_PALETTE, write_label_png
 from tarvis_fast.formats.jsonfile import json_field, json_list, read_json
 from tarvis_fast.formats.rle import decode_rle, encode_rle
+from tarvis_fast.formats.run_record import RUN_JSON
 from tarvis_fast.tasks import Task
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 JPEG_END_MARKER = b"\xff\xd9"
-MASKS_DIR, MASKS_JSON, OVERLAY_VIDEO, RUN_JSON = "masks", "masks.json", "overlay.mp4", "run.json"
+MASKS_DIR, MASKS_JSON, OVERLAY_VIDEO = "masks", "masks.json", "overlay.mp4"
 
 FrameInput = str | os.PathLike | Sequence[np.ndarray] | Iterable[np.ndarray]
 
@@ -285,25 +286,6 @@ def write_video_outputs(output_dir: Path, results: Iterator[tuple[int, FrameResu
             rle_json.write((",\n" if count else "\n") + json.dumps(_frame_json(index, name, result, class_names)))
             overlay.write(_overlay(result, colours))
         rle_json.write("\n]}\n")
-
-
-def write_run_record(output_dir: Path, run: Mapping[str, Any], *, complete: bool) -> None:
-    """`run.json`: `run` (JSON-serialisable: what produced the outputs) and whether every output is written."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_open(output_dir / RUN_JSON, "w") as handle:
-        json.dump({"run": run, "complete": complete}, handle, indent=1)
-
-
-def read_run_record(output_dir: Path) -> tuple[dict[str, Any], bool] | None:
-    """(run, complete) from `run.json`, or None where there is none."""
-    path = output_dir / RUN_JSON
-    if not path.exists():
-        return None
-    content = read_json(path)
-    run, complete = json_field(content, "run", str(path)), json_field(content, "complete", str(path))
-    if not isinstance(run, dict) or not isinstance(complete, bool):
-        raise ValueError(f"{path}: expected {{\"run\": {{...}}, \"complete\": true|false}}")
-    return run, complete
 
 
 def video_output_files(output_dir: Path) -> list[Path]:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
@@ -77,6 +78,16 @@ def _frames_in_order(seq: SequenceInfo, results: Iterable[Any], kind: type) -> I
         raise ValueError(f"sequence {seq.name}: results stop after {count} of {len(seq.frames)} frames")
 
 
+def _sequence_folders(writer: ResultWriter) -> list[Path]:
+    """DAVIS, KITTI-STEP: a folder of PNGs per sequence."""
+    return [writer.output_dir / seq.name for seq in writer.benchmark.sequences()]
+
+
+def _panoptic_paths(writer: ResultWriter) -> list[Path]:
+    """Cityscapes-VPS, VIPSeg: the PNG folder and pred.json."""
+    return [writer.output_dir / panoptic.PRED_PNG_DIR, writer.output_dir / panoptic.PRED_JSON]
+
+
 def _dump_json(path: Path, content: Any) -> None:
     with atomic_open(path, "w") as handle:
         json.dump(content, handle)
@@ -103,6 +114,24 @@ class ResultWriter(ABC):
     @abstractmethod
     def _finalise(self) -> list[Path]:
         """Build the official files from the parts of every sequence; return their paths."""
+
+    @abstractmethod
+    def _result_paths(self) -> list[Path]:
+        """Every file or folder this writer may write, but the parts: per-sequence files and official files."""
+
+    def written_paths(self) -> list[Path]:
+        """What this writer (or an earlier run of it) has written into `output_dir` and is still there."""
+        parts = [self.output_dir / PARTS_DIR] if any((self.output_dir / PARTS_DIR).iterdir()) else []
+        return parts + [path for path in self._result_paths() if path.exists()]
+
+    def clear(self) -> None:
+        """Delete `written_paths` (the user's other files in `output_dir` stay), leaving an empty parts folder."""
+        for path in self.written_paths():
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        (self.output_dir / PARTS_DIR).mkdir(parents=True, exist_ok=True)
 
     def part_path(self, seq: SequenceInfo) -> Path:
         return self.output_dir / PARTS_DIR / f"{quote(seq.name, safe='')}.json"
@@ -170,6 +199,9 @@ class VisWriter(ResultWriter):
             entries.append(dataclasses.asdict(prediction))
         return entries
 
+    def _result_paths(self) -> list[Path]:
+        return [self.prediction_path, self.output_dir / RESULTS_ZIP]
+
     def _finalise(self) -> list[Path]:
         tracks = [ytvis.PredictedTrack(**entry) for _, part in self._parts() for entry in part]
         ytvis.write_results(self.prediction_path, tracks)
@@ -192,6 +224,9 @@ class DavisWriter(ResultWriter):
         for frame in _frames_in_order(seq, results, VosFrame):
             davis.write_label_png(folder / f"{seq.frame_names[frame.frame_index]}.png", frame.id_map())
         return {"frames": len(seq.frames)}
+
+    def _result_paths(self) -> list[Path]:
+        return _sequence_folders(self) + [self.output_dir / RESULTS_ZIP]
 
     def _finalise(self) -> list[Path]:
         if self.benchmark.split != "testdev":
@@ -220,6 +255,9 @@ class BurstWriter(ResultWriter):
                 frames[annotated[frame.frame_index]] = {
                     str(object_id): encode_rle(mask) for object_id, mask in frame.masks.items() if mask.any()}
         return {"frames": frames}
+
+    def _result_paths(self) -> list[Path]:
+        return [self.prediction_path]
 
     def _finalise(self) -> list[Path]:
         content, _ = burst.read_burst_annotations(self.benchmark.paths["annotations"])
@@ -269,6 +307,9 @@ class KittiStepWriter(ResultWriter):
                                             instance)
         return {"frames": len(seq.frames)}
 
+    def _result_paths(self) -> list[Path]:
+        return _sequence_folders(self)
+
     def _finalise(self) -> list[Path]:
         return [self.output_dir]
 
@@ -300,6 +341,9 @@ class CityscapesVpsWriter(ResultWriter):
                                                                image_id=image_id))
         return {"annotations": annotations}
 
+    def _result_paths(self) -> list[Path]:
+        return _panoptic_paths(self)
+
     def _finalise(self) -> list[Path]:
         # The official evaluator pairs pred.json entries with the ground truth's images by position, and the
         # ground truth lists them sorted by file name, i.e. by image id.
@@ -326,6 +370,9 @@ class VipsegWriter(ResultWriter):
             ids, segments = encoder.encode(frame.semantic, frame.instance)
             annotations.append(panoptic.write_prediction_frame(folder / file_name, ids, segments, file_name=file_name))
         return {"video_id": seq.name, "annotations": annotations}
+
+    def _result_paths(self) -> list[Path]:
+        return _panoptic_paths(self)
 
     def _finalise(self) -> list[Path]:
         path = panoptic.write_prediction_json(self.output_dir, [part for _, part in self._parts()])

@@ -180,6 +180,14 @@ def test_davis_benchmark_eval_resume_and_shards(checkpoint, davis_root, tmp_path
     assert result_pngs(shards) == result_pngs(whole) and len(result_pngs(whole)) == 12
     assert json.loads((shards / "eval.json").read_text()) == stats
 
+    # Another run into the same folder would mix results: refused, unless --overwrite replaces them.
+    (whole / "notes.txt").write_text("the user's own file")
+    assert main(davis_args(checkpoint, davis_root, whole, "--final_clip", "consistent", "--resume")) == 2
+    assert "holds the results of another run (differing: final_clip)" in capsys.readouterr().err
+    assert main(davis_args(checkpoint, davis_root, whole, "--final_clip", "consistent", "--overwrite")) == 0
+    assert json.loads((whole / "run.json").read_text())["run"]["final_clip"] == "consistent"
+    assert (whole / "notes.txt").read_text() == "the user's own file" and len(result_pngs(whole)) == 12
+
 
 # ---------------------------------------------------------------------------------------------------- errors
 

@@ -22,15 +22,11 @@ from helpers.videos import (
 )
 
 from tarvis_fast.formats.davis import write_label_png
+from tarvis_fast.formats.run_record import RUN_JSON, read_run_record
 from tarvis_fast.inference import video as video_module
 from tarvis_fast.inference.cli import main
 from tarvis_fast.inference.predictor import VideoPredictor
-from tarvis_fast.inference.video import (
-    RUN_JSON,
-    read_image_rgb,
-    read_masks_json,
-    read_run_record,
-)
+from tarvis_fast.inference.video import read_image_rgb, read_masks_json
 
 H, W = HEIGHT, WIDTH
 FAST = ["--clip_length", "4", "--frame_overlap", "2", "--min_dim", "48"]
