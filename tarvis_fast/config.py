@@ -110,7 +110,8 @@ class ModelConfig:
     """Network hyper-parameters. The original hard-codes everything below `num_vos_queries_per_object`;
     they are here so that tests and experiments can build smaller models."""
 
-    backbone: Literal["ResNet50", "ResNet101", "SwinTiny", "SwinSmall", "SwinBase", "SwinLarge"] = "ResNet50"
+    backbone: Literal["ResNet18", "ResNet34", "ResNet50", "ResNet101", "SwinTiny", "SwinSmall", "SwinBase",
+                      "SwinLarge"] = "ResNet50"
     cross_attention_type: Literal["hard_masked"] = "hard_masked"
     num_object_queries: int = 100
     num_background_queries: int = 1

@@ -1,6 +1,7 @@
-"""Every dataset TarViS knows, one row each: its task, its classes, and for the seven benchmarks how their inference
-inputs are laid out, read, written and scored. Training, inference, evaluation and the config all read this table,
-so adding a benchmark in a format the project already reads is one row here.
+"""Every dataset TarViS knows, one row each: its task, its classes, and for the benchmarks (the seven real ones and
+the bundled demo's four) how their inference inputs are laid out, read, written and scored. Training, inference,
+evaluation and the config all read this table, so adding a benchmark in a format the project already reads is one
+row here.
 
     DATASETS["DAVIS"].task                      # Task.VOS
     DATASETS["KITTI_STEP"].benchmark.metric     # "kitti_step", a key of tarvis_fast.evaluation's EVALUATORS
@@ -27,6 +28,7 @@ VOCABULARY_FILE = "vocabularies.json"
 WORKSPACE_ENV = "TARVIS_WORKSPACE_DIR"  # the original's root of dataset images and annotations
 
 _IMG, _ANN = "dataset_images/inference", "dataset_annotations/inference"
+DEMO_DATA = "demo_data"  # the demo's generated videos, `<demo output folder>/demo_data/<task>/<split>/`
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,20 @@ DATASETS: dict[str, DatasetInfo] = {row.name: row for row in (
     DatasetInfo("VIPSEG", Task.VPS, 124, BenchmarkInfo("vipseg", "vipseg", ("val", "test"), lambda split: {
         "images": f"{_IMG}/vipseg" if split == "val" else f"{_IMG}/vipseg_test",
         "annotations": f"{_ANN}/vipseg/{split}.json"})),
+    # The bundled demo's procedural videos (`tarvis_fast.data.synthetic`, `python -m tarvis_fast.demo`), written in
+    # the real benchmarks' layouts and run, scored and trained on as they are; the demo's output folder is their
+    # workspace. DEMO_PET is the BURST layout in point mode (PET).
+    DatasetInfo("DEMO_VIS", Task.VIS, 3, BenchmarkInfo("ytvis", "ytvis", ("val",), lambda split: {
+        "images": f"{DEMO_DATA}/vis/{split}/JPEGImages", "annotations": f"{DEMO_DATA}/vis/{split}/{split}.json"})),
+    DatasetInfo("DEMO_VPS", Task.VPS, 6, BenchmarkInfo("vipseg", "vipseg", ("val",), lambda split: {
+        "images": f"{DEMO_DATA}/vps/{split}/images", "annotations": f"{DEMO_DATA}/vps/{split}/{split}.json"})),
+    DatasetInfo("DEMO_VOS", Task.VOS, 0, BenchmarkInfo("davis", "davis", ("val",), lambda split: {
+        "images": f"{DEMO_DATA}/vos/{split}/JPEGImages/480p",
+        "annotations": f"{DEMO_DATA}/vos/{split}/Annotations/480p",
+        "image_set": f"{DEMO_DATA}/vos/{split}/ImageSets/2017/{split}.txt"})),
+    DatasetInfo("DEMO_PET", Task.VOS, 0, BenchmarkInfo("burst", "burst", ("val",), lambda split: {
+        "images": f"{DEMO_DATA}/pet/{split}/frames",
+        "annotations": f"{DEMO_DATA}/pet/{split}/first_frame_annotations.json"})),
 )}
 
 BENCHMARKS: tuple[str, ...] = tuple(name for name, row in DATASETS.items() if row.benchmark is not None)
@@ -139,7 +155,8 @@ def vocabularies(task: Task | None = None) -> list[str]:
 
 
 def vocabulary(dataset: str) -> Vocabulary:
-    """The packaged vocabulary of `dataset` (any case): YOUTUBE_VIS, OVIS, KITTI_STEP, CITYSCAPES_VPS or VIPSEG."""
+    """The packaged vocabulary of `dataset` (any case): YOUTUBE_VIS, OVIS, KITTI_STEP, CITYSCAPES_VPS, VIPSEG,
+    DEMO_VIS or DEMO_VPS."""
     packaged = _load_vocabularies()
     key = dataset.upper()
     if key not in packaged:

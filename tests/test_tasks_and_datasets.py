@@ -23,7 +23,8 @@ def test_task_names_parse_from_every_spelling():
 
 
 def test_every_benchmark_row_names_a_reader_a_writer_and_a_metric():
-    assert BENCHMARKS == ("YOUTUBE_VIS", "OVIS", "DAVIS", "BURST", "KITTI_STEP", "CITYSCAPES_VPS", "VIPSEG")
+    assert BENCHMARKS == ("YOUTUBE_VIS", "OVIS", "DAVIS", "BURST", "KITTI_STEP", "CITYSCAPES_VPS", "VIPSEG",
+                          "DEMO_VIS", "DEMO_VPS", "DEMO_VOS", "DEMO_PET")
     for name in BENCHMARKS:
         info = DATASETS[name].benchmark
         assert info.layout in READERS and info.layout in WRITERS and info.metric in EVALUATORS, name
@@ -31,8 +32,8 @@ def test_every_benchmark_row_names_a_reader_a_writer_and_a_metric():
 
 
 def test_class_counts_agree_with_the_packaged_vocabularies_and_the_config():
-    assert vocabularies(Task.VIS) == ["youtube_vis", "ovis"]
-    assert vocabularies(Task.VPS) == ["kitti_step", "cityscapes_vps", "vipseg"]
+    assert vocabularies(Task.VIS) == ["youtube_vis", "ovis", "demo_vis"]
+    assert vocabularies(Task.VPS) == ["kitti_step", "cityscapes_vps", "vipseg", "demo_vps"]
     cfg = Config()
     for name, row in DATASETS.items():
         assert cfg.datasets[name].type is row.task and cfg.datasets[name].num_classes == row.num_classes

@@ -9,8 +9,10 @@
 A scene is a static background of three "stuff" classes (sky, a wall, the ground: told apart by texture) and a few
 "thing" objects of three classes (disc, box, triangle: told apart by shape and texture, each object in its own random
 colour) that move, grow or shrink, occlude one another and may enter or leave the frame. Everything is drawn from one
-seeded generator, so a seed always gives the same videos and files. The class index (0-based) is a position in
-`CLASSES`; VIS files number the things 1.. in `THING_CLASSES` order, as YouTube-VIS numbers its categories.
+seeded generator, so a seed always gives the same videos and files. The classes, their order and their colours are
+the packaged vocabularies DEMO_VPS (all six; `tarvis_fast/vocabularies.json`) and DEMO_VIS (the things), the rows
+the demo's benchmarks read and write with: the class index (0-based) is a position in `CLASSES`, and VIS files
+number the things 1.. in `THING_CLASSES` order, as YouTube-VIS numbers its categories.
 """
 from __future__ import annotations
 
@@ -24,16 +26,19 @@ import numpy as np
 import torch
 
 from tarvis_fast.data.points import mask_to_point
+from tarvis_fast.datasets import vocabulary
 from tarvis_fast.formats import burst, panoptic
 from tarvis_fast.formats.atomic import atomic_open
 from tarvis_fast.formats.davis import write_label_png
 from tarvis_fast.formats.panoptic import Category
 from tarvis_fast.formats.rle import encode_rle
 
-STUFF_CLASSES = ("sky", "wall", "ground")
-THING_CLASSES = ("disc", "box", "triangle")
-CLASSES = STUFF_CLASSES + THING_CLASSES
-CLASS_COLOURS = ((70, 130, 180), (102, 102, 156), (152, 251, 152), (220, 20, 60), (0, 0, 142), (250, 170, 30))
+_VOCABULARY = vocabulary("DEMO_VPS")
+CLASSES = _VOCABULARY.names
+THING_CLASSES = tuple(CLASSES[i] for i in _VOCABULARY.thing_classes)
+STUFF_CLASSES = tuple(name for name in CLASSES if name not in THING_CLASSES)
+# The drawing below knows each class by its name (its texture, its shape) and numbers the stuff regions by their
+# class index: sky 0, wall 1, ground 2 (tests/data/test_synthetic.py checks the vocabulary says so).
 JPEG_QUALITY = 95
 # LVIS ids for BURST's evaluator, which groups classes into "common" (4, 13) and "uncommon" (1); every split
 # needs one of each, so the three thing classes take one uncommon and two common ids.
@@ -69,8 +74,8 @@ class SyntheticVideo:
 
 
 def categories() -> dict[int, Category]:
-    """CLASSES as panoptic categories (id = class index)."""
-    return {i: Category(i, name, name in THING_CLASSES, CLASS_COLOURS[i]) for i, name in enumerate(CLASSES)}
+    """CLASSES as panoptic categories (id = class index), with DEMO_VPS's colours."""
+    return _VOCABULARY.categories()
 
 
 # ============================================================================================== drawing

@@ -39,6 +39,8 @@ CITYSCAPES_TRAIN_ID_DATASETS = ("KITTI_STEP", "CITYSCAPES_VPS")
 
 # Release file names per backbone, in order of preference.
 BACKBONE_FILES: dict[str, tuple[str, ...]] = {
+    "ResNet18": ("resnet18.pth", "resnet18-f37072fd.pth"),
+    "ResNet34": ("resnet34.pth", "resnet34-b627a593.pth"),
     "ResNet50": ("R-50.pkl", "resnet50.pth", "resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"),
     "ResNet101": ("R-101.pkl", "resnet101.pth", "resnet101-63fe2227.pth"),
     "SwinTiny": ("swin_tiny_patch4_window7_224.pkl", "swin_tiny_patch4_window7_224.pth"),

@@ -10,6 +10,7 @@ import pytest
 from tarvis_fast.config import Config
 from tarvis_fast.data.synthetic import (
     CLASSES,
+    STUFF_CLASSES,
     THING_CLASSES,
     categories,
     generate_videos,
@@ -18,6 +19,7 @@ from tarvis_fast.data.synthetic import (
     write_vipseg,
     write_ytvis,
 )
+from tarvis_fast.datasets import vocabulary
 from tarvis_fast.evaluation.__main__ import evaluate
 from tarvis_fast.formats import burst, davis, panoptic, ytvis
 from tarvis_fast.inference.readers import open_benchmark
@@ -30,6 +32,12 @@ SIZE = (48, 64)
 def videos():
     # 8 frames: VIPSeg's VPQ looks at windows of up to 8 frames
     return generate_videos(seed=3, count=4, num_frames=8, size=SIZE, num_objects=(2, 3), visible_at_start=True)
+
+
+def test_the_classes_are_the_demo_vocabularies_in_the_order_the_drawing_assumes():
+    assert STUFF_CLASSES == CLASSES[:3] == ("sky", "wall", "ground")  # stuff regions are drawn as indices 0, 1, 2
+    assert THING_CLASSES == CLASSES[3:] == vocabulary("DEMO_VIS").names == ("disc", "box", "triangle")
+    assert categories() == vocabulary("DEMO_VPS").categories()
 
 
 def test_a_seed_gives_the_same_videos_and_the_maps_agree():

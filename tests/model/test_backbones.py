@@ -26,6 +26,8 @@ from .checkpoint_spec import resnet_keys, swin_keys
 STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
 # SPEC §2.2: output channels per backbone.
 CHANNELS = {
+    "ResNet18": (64, 128, 256, 512),
+    "ResNet34": (64, 128, 256, 512),
     "ResNet50": (256, 512, 1024, 2048),
     "ResNet101": (256, 512, 1024, 2048),
     "SwinTiny": (96, 192, 384, 768),
@@ -114,9 +116,10 @@ def test_parameter_counts_match_published_figures():
 # Building and running.
 
 def test_unknown_backbone_name_lists_the_choices():
-    with pytest.raises(ValueError, match="ConvNextTiny.*ResNet50, ResNet101, SwinTiny, SwinSmall, SwinBase, SwinLarge"):
+    with pytest.raises(ValueError, match="ConvNextTiny.*ResNet18, ResNet34, ResNet50, ResNet101, SwinTiny, SwinSmall"):
         build_backbone("ConvNextTiny")
-    assert BACKBONE_NAMES == ("ResNet50", "ResNet101", "SwinTiny", "SwinSmall", "SwinBase", "SwinLarge")
+    assert BACKBONE_NAMES == ("ResNet18", "ResNet34", "ResNet50", "ResNet101", "SwinTiny", "SwinSmall", "SwinBase",
+                              "SwinLarge")
 
 
 @pytest.mark.parametrize("name", BACKBONE_NAMES)
@@ -192,8 +195,14 @@ def test_frozen_bn_is_frozen_in_train_mode_and_convs_learn():
 # ---------------------------------------------------------------------------------------------------------------
 # ResNet against a torchvision-layout reference, through the ImageNet import.
 
-def torchvision_resnet50_state_dict(generator: torch.Generator) -> dict[str, Tensor]:
-    """Random weights under torchvision's ResNet-50 names (conv1, bn1, layerN.M.{convK,bnK,downsample.0/1}, fc)."""
+# torchvision's depths: blocks per layer1..layer4, and whether they are BasicBlocks (two 3×3 convs, expansion 1)
+TORCHVISION_RESNETS = {18: ((2, 2, 2, 2), True), 34: ((3, 4, 6, 3), True), 50: ((3, 4, 6, 3), False)}
+
+
+def torchvision_resnet_state_dict(generator: torch.Generator, depth: int = 50) -> dict[str, Tensor]:
+    """Random weights under torchvision's ResNet names (conv1, bn1, layerN.M.{convK,bnK,downsample.0/1}, fc)."""
+    blocks_per_layer, basic = TORCHVISION_RESNETS[depth]
+    expansion = 1 if basic else 4
     state: dict[str, Tensor] = {}
 
     def conv(key: str, out_ch: int, in_ch: int, k: int) -> None:
@@ -209,26 +218,37 @@ def torchvision_resnet50_state_dict(generator: torch.Generator) -> dict[str, Ten
     conv("conv1.weight", 64, 3, 7)
     bn("bn1", 64)
     in_ch = 64
-    for layer, (width, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3)), start=1):
+    for layer, (width, blocks) in enumerate(zip((64, 128, 256, 512), blocks_per_layer), start=1):
+        out_ch = expansion * width
         for block in range(blocks):
             p = f"layer{layer}.{block}"
-            conv(f"{p}.conv1.weight", width, in_ch if block == 0 else 4 * width, 1)
-            bn(f"{p}.bn1", width)
-            conv(f"{p}.conv2.weight", width, width, 3)
-            bn(f"{p}.bn2", width)
-            conv(f"{p}.conv3.weight", 4 * width, width, 1)
-            bn(f"{p}.bn3", 4 * width)
-            if block == 0:
-                conv(f"{p}.downsample.0.weight", 4 * width, in_ch, 1)
-                bn(f"{p}.downsample.1", 4 * width)
-        in_ch = 4 * width
-    state["fc.weight"] = torch.randn(1000, 2048, generator=generator, dtype=torch.float64)
+            block_in = in_ch if block == 0 else out_ch
+            if basic:
+                conv(f"{p}.conv1.weight", width, block_in, 3)
+                bn(f"{p}.bn1", width)
+                conv(f"{p}.conv2.weight", width, width, 3)
+                bn(f"{p}.bn2", width)
+            else:
+                conv(f"{p}.conv1.weight", width, block_in, 1)
+                bn(f"{p}.bn1", width)
+                conv(f"{p}.conv2.weight", width, width, 3)
+                bn(f"{p}.bn2", width)
+                conv(f"{p}.conv3.weight", out_ch, width, 1)
+                bn(f"{p}.bn3", out_ch)
+            if block == 0 and (block_in != out_ch or layer > 1):  # torchvision: stride != 1 or a width change
+                conv(f"{p}.downsample.0.weight", out_ch, in_ch, 1)
+                bn(f"{p}.downsample.1", out_ch)
+        in_ch = out_ch
+    state["fc.weight"] = torch.randn(1000, in_ch, generator=generator, dtype=torch.float64)
     state["fc.bias"] = torch.zeros(1000, dtype=torch.float64)
     return state
 
 
-def torchvision_resnet50_features(state: dict[str, Tensor], x: Tensor) -> list[Tensor]:
-    """torchvision's ResNet-50 forward (stride on the 3×3 conv), returning the outputs of layer1..layer4."""
+def torchvision_resnet_features(state: dict[str, Tensor], x: Tensor, depth: int = 50) -> list[Tensor]:
+    """torchvision's ResNet forward (Bottleneck: stride on the 3×3 conv; BasicBlock: on the first 3×3 conv),
+    returning the outputs of layer1..layer4."""
+    blocks_per_layer, basic = TORCHVISION_RESNETS[depth]
+
     def bn(prefix: str, y: Tensor) -> Tensor:
         return F.batch_norm(y, state[f"{prefix}.running_mean"], state[f"{prefix}.running_var"],
                             state[f"{prefix}.weight"], state[f"{prefix}.bias"], training=False, eps=1e-5)
@@ -236,13 +256,17 @@ def torchvision_resnet50_features(state: dict[str, Tensor], x: Tensor) -> list[T
     x = F.relu(bn("bn1", F.conv2d(x, state["conv1.weight"], stride=2, padding=3)))
     x = F.max_pool2d(x, 3, 2, 1)
     features = []
-    for layer, blocks in enumerate((3, 4, 6, 3), start=1):
+    for layer, blocks in enumerate(blocks_per_layer, start=1):
         for block in range(blocks):
             p = f"layer{layer}.{block}"
             stride = 2 if layer > 1 and block == 0 else 1
-            out = F.relu(bn(f"{p}.bn1", F.conv2d(x, state[f"{p}.conv1.weight"])))
-            out = F.relu(bn(f"{p}.bn2", F.conv2d(out, state[f"{p}.conv2.weight"], stride=stride, padding=1)))
-            out = bn(f"{p}.bn3", F.conv2d(out, state[f"{p}.conv3.weight"]))
+            if basic:
+                out = F.relu(bn(f"{p}.bn1", F.conv2d(x, state[f"{p}.conv1.weight"], stride=stride, padding=1)))
+                out = bn(f"{p}.bn2", F.conv2d(out, state[f"{p}.conv2.weight"], padding=1))
+            else:
+                out = F.relu(bn(f"{p}.bn1", F.conv2d(x, state[f"{p}.conv1.weight"])))
+                out = F.relu(bn(f"{p}.bn2", F.conv2d(out, state[f"{p}.conv2.weight"], stride=stride, padding=1)))
+                out = bn(f"{p}.bn3", F.conv2d(out, state[f"{p}.conv3.weight"]))
             identity = x
             if f"{p}.downsample.0.weight" in state:
                 identity = bn(f"{p}.downsample.1", F.conv2d(x, state[f"{p}.downsample.0.weight"], stride=stride))
@@ -251,22 +275,33 @@ def torchvision_resnet50_features(state: dict[str, Tensor], x: Tensor) -> list[T
     return features
 
 
-def test_resnet50_from_torchvision_weights_matches_torchvision_forward():
-    source = torchvision_resnet50_state_dict(torch.Generator().manual_seed(0))
-    model = build_backbone("ResNet50").double().eval()
+@pytest.mark.parametrize("depth", [18, 34, 50])
+def test_resnet_from_torchvision_weights_matches_torchvision_forward(depth):
+    source = torchvision_resnet_state_dict(torch.Generator().manual_seed(0), depth)
+    model = build_backbone(f"ResNet{depth}").double().eval()
     load_imagenet_weights(model, source)
-    assert torch.equal(model.state_dict()["res4.2.conv2.norm.running_var"], source["layer3.2.bn2.running_var"])
+    assert torch.equal(model.state_dict()["res4.1.conv2.norm.running_var"], source["layer3.1.bn2.running_var"])
     assert torch.equal(model.state_dict()["res3.0.shortcut.weight"], source["layer2.0.downsample.0.weight"])
+    assert ("res2.0.shortcut.weight" in model.state_dict()) is (depth == 50)  # a basic res2 keeps its 64 channels
 
     images = torch.randn(1, 3, 70, 45, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ours = model(images)
-    for key, expected in zip(STRIDES, torchvision_resnet50_features(source, images)):
+    for key, expected in zip(STRIDES, torchvision_resnet_features(source, images, depth)):
         torch.testing.assert_close(ours[key], expected, rtol=1e-9, atol=1e-9 * expected.abs().max().item())
 
 
+def test_resnet18_parameter_count_matches_torchvision():
+    # torchvision resnet18: 11,689,512 parameters, of which the 512→1000 classifier holds 513,000; FrozenBN's affine
+    # weights are buffers here (4,800 values over its 20 norms).
+    model = build_on_meta("ResNet18")
+    frozen_affine = sum(b.numel() for n, b in model.named_buffers() if n.endswith(("norm.weight", "norm.bias")))
+    assert sum(p.numel() for p in model.parameters()) + frozen_affine == 11_689_512 - 513_000
+    assert len(list(model.parameters())) == 20  # 1 stem + 16 block + 3 shortcut convs
+
+
 def test_torchvision_import_rejects_foreign_keys():
-    source = torchvision_resnet50_state_dict(torch.Generator().manual_seed(0))
+    source = torchvision_resnet_state_dict(torch.Generator().manual_seed(0))
     model = build_backbone("ResNet50")
     with pytest.raises(ValueError, match="unexpected key 'layer1.0.se.fc1.weight'"):
         load_imagenet_weights(model, {**source, "layer1.0.se.fc1.weight": torch.zeros(1)})

@@ -1,4 +1,4 @@
-"""Per-frame backbones: ResNet-50/101 with frozen batch norm and Swin-T/S/B/L, each returning res2..res5.
+"""Per-frame backbones: ResNet-18/34/50/101 with frozen batch norm and Swin-T/S/B/L, each returning res2..res5.
 
 `build_backbone(name)` takes the original's config names. In the TarViS model the backbone sits at
 `backbone.backbone`, and its state_dict keys equal the original's (SPEC §8), so released checkpoints load strictly.
@@ -13,13 +13,14 @@ from typing import Any
 from torch import Tensor
 
 from .layers import Backbone
-from .resnet import BLOCKS_PER_STAGE, ResNet, resnet_state_dict_from_torchvision
+from .resnet import BASIC_BLOCK_DEPTHS, BLOCKS_PER_STAGE, ResNet, resnet_state_dict_from_torchvision
 from .swin import SwinTransformer, swin_state_dict_from_official
 
 __all__ = ["BACKBONE_NAMES", "Backbone", "ResNet", "SwinTransformer", "build_backbone", "load_imagenet_weights",
            "resnet_state_dict_from_torchvision", "swin_state_dict_from_official"]
 
-_RESNET_DEPTHS = {"ResNet50": 50, "ResNet101": 101}
+# ResNet18/34 are not the original's (it builds R-50 and R-101 only); they make the bundled demo's small model.
+_RESNET_DEPTHS = {"ResNet18": 18, "ResNet34": 34, "ResNet50": 50, "ResNet101": 101}
 # The original's hyper-parameters (its backbone/build_swin.py); all use 4×4 patches, MLP ratio 4 and qkv biases.
 _SWIN_VARIANTS: dict[str, dict[str, Any]] = {
     "SwinTiny": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window=7),
@@ -38,12 +39,13 @@ def build_backbone(name: str, *, drop_path_rate: float = 0.3) -> Backbone:
     """Build one of `BACKBONE_NAMES` with random weights.
 
     Args:
-        name: "ResNet50", "ResNet101", "SwinTiny", "SwinSmall", "SwinBase" or "SwinLarge".
+        name: "ResNet18", "ResNet34", "ResNet50", "ResNet101", "SwinTiny", "SwinSmall", "SwinBase" or "SwinLarge".
         drop_path_rate: stochastic depth of the deepest Swin block (the original uses 0.3); ResNets have none and
             ignore it.
     """
     if name in _RESNET_DEPTHS:
-        return ResNet(BLOCKS_PER_STAGE[_RESNET_DEPTHS[name]])
+        depth = _RESNET_DEPTHS[name]
+        return ResNet(BLOCKS_PER_STAGE[depth], basic_blocks=depth in BASIC_BLOCK_DEPTHS)
     if name in _SWIN_VARIANTS:
         return SwinTransformer(**_SWIN_VARIANTS[name], drop_path_rate=drop_path_rate)
     raise ValueError(f"unknown backbone name {name!r}; choose one of: {', '.join(BACKBONE_NAMES)}")

@@ -1,9 +1,13 @@
-"""ResNet-50/101 with frozen batch norm, laid out as detectron2's `build_resnet_backbone` builds it for TarViS.
+"""ResNet-18/34/50/101 with frozen batch norm, laid out as detectron2's `build_resnet_backbone` builds it for TarViS.
 
 That configuration (SPEC §2.2, §9): a 64-channel stem (7×7/2 conv, 3×3/2 max-pool), bottleneck blocks with the
 stride on the 3×3 conv (STRIDE_IN_1X1=False, the torchvision "v1.5" layout), every norm a FrozenBatchNorm2d and every
 conv trainable (FREEZE_AT=0). The state_dict keys are detectron2's (SPEC §8): `stem.conv1.weight`,
 `stem.conv1.norm.running_var`, `res3.0.shortcut.norm.weight`, ... so the released TarViS checkpoints load unchanged.
+
+ResNet-18/34 (not used by the released TarViS models; the bundled demo's small model) are detectron2's
+`BasicBlock` trunks in the same conventions: two 3×3 convs per block (`conv1` carrying the stride, `conv2`), a
+projection `shortcut` where the shape changes, and res2..res5 of 64, 128, 256 and 512 channels.
 """
 from __future__ import annotations
 
@@ -15,7 +19,9 @@ from torch import Tensor, nn
 
 from .layers import Backbone, FrozenBatchNorm2d, check_images
 
-BLOCKS_PER_STAGE: dict[int, tuple[int, int, int, int]] = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+BLOCKS_PER_STAGE: dict[int, tuple[int, int, int, int]] = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3),
+                                                          101: (3, 4, 23, 3)}
+BASIC_BLOCK_DEPTHS = (18, 34)  # the depths built of BasicBlocks; deeper ones use Bottlenecks
 STEM_CHANNELS = 64
 
 
@@ -58,6 +64,25 @@ class Bottleneck(nn.Module):
         return F.relu(out, inplace=True)
 
 
+class BasicBlock(nn.Module):
+    """3×3 (carrying the stride) → 3×3 convs plus a shortcut, ReLU after the first conv and after the sum. The
+    shortcut is a strided 1×1 projection when the block changes shape, else the identity."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        needs_projection = in_channels != out_channels or stride != 1
+        self.shortcut = ConvFrozenBN(in_channels, out_channels, 1, stride) if needs_projection else None
+        self.conv1 = ConvFrozenBN(in_channels, out_channels, 3, stride)
+        self.conv2 = ConvFrozenBN(out_channels, out_channels, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (N, C_in, H, W) -> (N, C_out, ⌈H/stride⌉, ⌈W/stride⌉)."""
+        out = F.relu(self.conv1(x), inplace=True)
+        out = self.conv2(out)
+        out += x if self.shortcut is None else self.shortcut(x)
+        return F.relu(out, inplace=True)
+
+
 class Stem(nn.Module):
     """7×7 stride-2 conv + frozen BN + ReLU, then 3×3 stride-2 max-pool: stride 4 in total."""
 
@@ -71,13 +96,15 @@ class Stem(nn.Module):
 
 
 class ResNet(Backbone):
-    """Bottleneck ResNet trunk returning res2..res5 (strides 4..32, channels 256, 512, 1024, 2048).
+    """ResNet trunk returning res2..res5 (strides 4..32; channels 256, 512, 1024, 2048 with bottleneck blocks, 64,
+    128, 256, 512 with basic blocks).
 
     Args:
-        blocks_per_stage: number of bottleneck blocks in res2..res5, e.g. (3, 4, 6, 3) for ResNet-50.
+        blocks_per_stage: number of blocks in res2..res5, e.g. (3, 4, 6, 3) for ResNet-50 (and ResNet-34).
+        basic_blocks: BasicBlocks (ResNet-18/34) instead of Bottlenecks.
     """
 
-    def __init__(self, blocks_per_stage: Sequence[int]) -> None:
+    def __init__(self, blocks_per_stage: Sequence[int], *, basic_blocks: bool = False) -> None:
         super().__init__()
         if len(blocks_per_stage) != 4 or min(blocks_per_stage) < 1:
             raise ValueError(f"blocks_per_stage must be 4 positive block counts (res2..res5), got {blocks_per_stage}")
@@ -86,12 +113,13 @@ class ResNet(Backbone):
         self.out_channels = {}
         in_channels = STEM_CHANNELS
         for index, (name, num_blocks) in enumerate(zip(self.stage_names, blocks_per_stage)):
-            bottleneck_channels = STEM_CHANNELS * 2**index
-            out_channels = 4 * bottleneck_channels
+            width = STEM_CHANNELS * 2**index  # a bottleneck's inner width; a basic block's output
+            out_channels = width if basic_blocks else 4 * width
             first_stride = 1 if index == 0 else 2  # the stem already reduced by 4 before res2
             blocks = [
-                Bottleneck(in_channels if j == 0 else out_channels, bottleneck_channels, out_channels,
-                           first_stride if j == 0 else 1)
+                BasicBlock(in_channels if j == 0 else out_channels, out_channels, first_stride if j == 0 else 1)
+                if basic_blocks else
+                Bottleneck(in_channels if j == 0 else out_channels, width, out_channels, first_stride if j == 0 else 1)
                 for j in range(num_blocks)
             ]
             self.add_module(name, nn.Sequential(*blocks))  # keys res2.0..., not stages.0...
@@ -114,7 +142,7 @@ _TORCHVISION_KEY = re.compile(r"layer(?P<stage>[1-4])\.(?P<block>\d+)\.(?P<layer
 
 
 def resnet_state_dict_from_torchvision(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Rename a torchvision ResNet-50/101 state_dict to this module's (detectron2's) names.
+    """Rename a torchvision ResNet-18/34/50/101 state_dict to this module's (detectron2's) names.
 
     `conv1`/`bn1` -> `stem.conv1`/`stem.conv1.norm`; `layer{i}.{j}.conv{k}` -> `res{i+1}.{j}.conv{k}`;
     `layer{i}.{j}.bn{k}` -> `res{i+1}.{j}.conv{k}.norm`; `downsample.0`/`.1` -> `shortcut`/`shortcut.norm`.
