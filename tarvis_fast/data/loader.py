@@ -7,9 +7,11 @@
 
 The task-aware schedule (SPEC §5.2): iterations come in chunks of `sample_chunking_factor`; a chunk draws one dataset
 (by `dataset_weights`), one task (its type; a VOS dataset gives PET with `point_vos_task_sample_likelihood`; image
-datasets when pre-training draw it by `pretrain_task_weights`) and, for VOS/PET, one object count. Every rank and
-micro-step of the chunk uses them. A clip is drawn with a generator seeded by (seed, iteration, micro_step, rank,
-index in the micro-batch) alone, so resuming at iteration k, or changing the number of workers, gives the same data.
+datasets when pre-training draw it by `pretrain_task_weights`) and, for VOS/PET of a video dataset, one object count
+(a pseudo-video takes every object of its reference frame, up to 32 // queries per object, and a micro-batch keeps
+as many as its clip with the fewest, as the original). Every rank and micro-step of the chunk uses them. A clip is
+drawn with a generator seeded by (seed, iteration, micro_step, rank, index in the micro-batch) alone, so resuming at
+iteration k, or changing the number of workers, gives the same data.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from tarvis_fast.config import Config
 from tarvis_fast.data.clips import ClipSource
+from tarvis_fast.data.images import trim_objects
 from tarvis_fast.data.sample import ClipSample, TrainingBatch, collate
 from tarvis_fast.data.sources import build_source
 from tarvis_fast.tasks import Task
@@ -66,7 +69,9 @@ class Schedule:
             task = tasks[int(rng.choice(len(tasks), p=weights / weights.sum()))]
         if task is Task.VOS and rng.random() < self.pet_likelihood:
             task = Task.PET
-        num_objects = int(rng.choice(source.object_counts())) if task.guided_by_objects else None
+        # pseudo-videos take every object of their reference frame (the micro-batch is trimmed to its smallest count)
+        guided = task.guided_by_objects and not source.pseudo_video
+        num_objects = int(rng.choice(source.object_counts())) if guided else None
         return BatchPlan(name, task, num_objects)
 
 
@@ -108,7 +113,11 @@ def _pad(sample: ClipSample, height: int, width: int) -> ClipSample:
 
 
 def collate_padded(samples: Sequence[ClipSample]) -> TrainingBatch:
-    """`collate` after padding the clips to the largest height and width among them."""
+    """`collate` after padding the clips to the largest height and width among them; VOS/PET clips of pseudo-videos
+    (whose object counts differ) keep the first objects of each, as many as the clip with the fewest has."""
+    if samples[0].task.guided_by_objects:
+        fewest = min(s.num_objects for s in samples)
+        samples = [trim_objects(s, fewest) for s in samples]
     height = max(s.images.shape[2] for s in samples)
     width = max(s.images.shape[3] for s in samples)
     return collate([_pad(s, height, width) for s in samples])

@@ -15,8 +15,15 @@ from pathlib import Path
 from tarvis_fast.config import Config, DatasetConfig
 from tarvis_fast.data.augment import PANOPTIC_JITTER, VIDEO_JITTER
 from tarvis_fast.data.clips import ClipSettings, ClipSource, Resize, VideoClipSource
+from tarvis_fast.data.images import (
+    DEFAULT_RULES,
+    IMAGE_DATASET_RULES,
+    ImageClipSource,
+    PseudoVideoSettings,
+)
 from tarvis_fast.data.videos import DataError, read_videos
 from tarvis_fast.datasets import WORKSPACE_ENV
+from tarvis_fast.formats.coco_panoptic import CocoPanopticError, read_coco_panoptic
 from tarvis_fast.tasks import Task
 
 _IMAGES, _ANNOTATIONS = "dataset_images/training", "dataset_annotations/training"
@@ -74,6 +81,31 @@ def _path(value: str | None, default: str | None) -> Path | None:
     return None if chosen is None else workspace_path(chosen)
 
 
+def _image_source(name: str, cfg: Config, images: Path, annotations: Path, masks: Path | None) -> ClipSource:
+    """An image panoptic dataset as pseudo-videos (`data.images`): the crop is `training.pretrain_image_size`,
+    the per-frame shorter side its height + 0/32/64 as the original; the dataset's own `image_resize` is unused."""
+    dataset = cfg.datasets[name]
+    if dataset.type is Task.VOS:
+        raise DataError(f"datasets.{name}: a coco_panoptic dataset has classes; its type is panoptic_seg or "
+                        "instance_seg (pre-training draws its task by training.pretrain_task_weights)")
+    if masks is None:
+        raise DataError(f"datasets.{name}.training.masks: the coco_panoptic layout needs the folder of panoptic PNGs")
+    if not images.is_dir():
+        raise DataError(f"{images}: image folder not found")
+    if not masks.is_dir():
+        raise DataError(f"{masks}: panoptic PNG folder not found")
+    try:
+        data = read_coco_panoptic(annotations)
+    except (FileNotFoundError, CocoPanopticError) as err:
+        raise DataError(str(err)) from None
+    queries = max(1, cfg.model.num_vos_queries_per_object)
+    settings = PseudoVideoSettings(clip_length=cfg.training.clip_length,
+                                   output_size=tuple(cfg.training.pretrain_image_size),
+                                   max_objects=max(1, 32 // queries))
+    return ImageClipSource(name, dataset.type, data, images, masks, IMAGE_DATASET_RULES.get(name, DEFAULT_RULES),
+                           settings, dataset.num_classes)
+
+
 def build_source(name: str, cfg: Config) -> ClipSource:
     """The ClipSource of dataset `name` as `cfg` describes it; DataError naming the file or the config key when its
     data cannot be read or disagrees with the config (e.g. more classes than `num_classes`)."""
@@ -95,7 +127,7 @@ def build_source(name: str, cfg: Config) -> ClipSource:
         colour=PANOPTIC_JITTER if dataset.type is Task.VPS else VIDEO_JITTER,
         consecutive=defaults.consecutive if defaults else False)
     if layout == "coco_panoptic":
-        raise DataError(f"datasets.{name}: image panoptic datasets (pseudo-videos) are not implemented yet")
+        return _image_source(name, cfg, images, annotations, masks)
     video_set = read_videos(layout, dataset.type, images, annotations, masks)
     if dataset.type is not Task.VOS:
         classes = {c for video in video_set.videos for c in video.classes.values()}
