@@ -1,0 +1,3 @@
+from tarvis_fast.demo.cli import main
+
+raise SystemExit(main())
