@@ -165,9 +165,13 @@ class TrainLoader:
         return max(0, self.num_iterations - self.start_iteration) * self.accumulation_steps
 
     def __iter__(self) -> Iterator[tuple[int, int, TrainingBatch]]:
+        workers = self.num_workers > 0
+        # Workers start from a fresh interpreter ("forkserver"): a worker forked from a process whose OpenCV or
+        # OpenMP thread pools have run can deadlock in its first call into them (seen: cv2.setNumThreads).
         loader = DataLoader(_Clips(self.sources, self.rank, self.seed), batch_sampler=_Keys(self),
                             num_workers=self.num_workers, collate_fn=collate_padded,
-                            worker_init_fn=_init_worker if self.num_workers > 0 else None)
+                            worker_init_fn=_init_worker if workers else None,
+                            multiprocessing_context="forkserver" if workers else None)
         for (iteration, micro_step), batch in zip(self.steps(), loader):
             retries = sum(int(meta.get("retries", 0)) for meta in batch.meta)
             if retries:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -68,6 +70,10 @@ def test_ranks_share_dataset_task_and_object_count_per_chunk(cfg):
 def test_resume_and_workers_give_the_same_batches(cfg):
     full = [(it, ms, _signature(b), b.images) for it, ms, b in build_train_loader(
         cfg, rank=1, world_size=2, micro_batch_size=1)]
+    # Workers forked from a process whose OpenCV and OpenMP thread pools have run used to deadlock on start-up
+    # (as in the full suite, or a trainer): run both pools here first.
+    cv2.resize(np.zeros((1200, 1200), np.float32), (600, 600))
+    torch.ones(512, 512) @ torch.ones(512, 512)
     resumed = [(it, ms, _signature(b), b.images) for it, ms, b in build_train_loader(
         cfg, rank=1, world_size=2, micro_batch_size=1, start_iteration=5, num_workers=2)]
     tail = [entry for entry in full if entry[0] >= 5]
