@@ -2,14 +2,18 @@
 workers; accumulation steps from the flags; padding of clips of several sizes into one batch."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from data.fixtures import NUM_CLASSES, make_scenes, write_davis_folder, write_vipseg, write_ytvis
+from data.fixtures import (
+    NUM_CLASSES,
+    make_scenes,
+    write_davis_folder,
+    write_vipseg,
+    write_ytvis,
+)
 from tarvis_fast.config import Config, build_config
 from tarvis_fast.data.loader import build_train_loader, collate_padded
 from tarvis_fast.data.sample import ClipSample
