@@ -7,10 +7,13 @@ every value token is a query (Lq = S), batched over frames:
 Locations scatter a couple of pixels around each query's own pixel, as a trained model's offsets do, so
 that the cache behaviour of the gathers is realistic.
 
-Rows per shape, dtype and mode: the PyTorch path (the group's reference), the same torch.compile'd, ours
-(Triton), and the original nvcc-built `MultiScaleDeformableAttention` op when it is importable (build it
-from Deformable-DETR's or Mask2Former's `ops/`); that op is fp32-only and is reported as skipped in bf16.
-The PyTorch path computes bf16 inputs in fp32 (see kernels/msda/reference.py).
+Rows per shape, dtype and mode: the PyTorch path under autograd (the group's reference), the same path as the
+custom op runs it (`backend="torch"`: its backward recomputes the samples level by level), Deformable-DETR's naive PyTorch
+reference (`naive_reference`, what the PyTorch path must beat in time at no more memory), the PyTorch path
+torch.compile'd, ours (Triton), and the original nvcc-built `MultiScaleDeformableAttention` op when it is
+importable (build it from Deformable-DETR's or Mask2Former's `ops/`); that op is fp32-only and is reported
+as skipped in bf16. The PyTorch path computes bf16 inputs in fp32 (see kernels/msda/reference.py); the naive
+reference computes in the inputs' dtype, as the original does.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from benchcase import BenchCase
 from torch import Tensor
 
@@ -93,10 +97,39 @@ def min_bytes(shape: Shape, dtype: torch.dtype, mode: str) -> int:
 Impl = Callable[[dict[str, Tensor]], Tensor]
 
 
+def naive_reference(value: Tensor, level_shapes, sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
+    """Deformable-DETR's `ms_deform_attn_core_pytorch`, re-derived from what it is documented to do: per level,
+    the value tokens as (N * M, D, H_l, W_l) images and that level's grid (N * M, Lq, P, 2) copied out of
+    `2 * locations - 1`; one `grid_sample` (bilinear, zeros, align_corners=False) each; every level's samples
+    stacked to (N * M, D, Lq, L * P), multiplied by the weights and summed over L * P; autograd differentiates it
+    and so keeps the stacked samples for the backward. Same shapes as `ms_deform_attn_torch`."""
+    n, _, m, d = value.shape
+    _, lq, _, num_levels, p, _ = sampling_locations.shape
+    grids = 2 * sampling_locations - 1
+    samples = []
+    for level, (tokens, (h, w)) in enumerate(zip(value.split([h * w for h, w in level_shapes], dim=1), level_shapes)):
+        image = tokens.flatten(2).transpose(1, 2).reshape(n * m, d, h, w)
+        grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)  # (N * M, Lq, P, 2), a copy
+        samples.append(F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False))
+    weights = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, num_levels * p)
+    out = (torch.stack(samples, dim=-2).flatten(-2) * weights).sum(-1).view(n, m * d, lq)
+    return out.transpose(1, 2).contiguous()
+
+
+def _naive(shape: Shape) -> Impl:
+    def run(x: dict[str, Tensor]) -> Tensor:
+        return naive_reference(x["value"], shape.levels, x["sampling_locations"], x["attention_weights"])
+    return run
+
+
 def _torch_path(shape: Shape) -> Impl:
     def run(x: dict[str, Tensor]) -> Tensor:
         return ms_deform_attn_torch(x["value"], shape.levels, x["sampling_locations"], x["attention_weights"])
     return run
+
+
+def _torch_op(x: dict[str, Tensor]) -> Tensor:
+    return ms_deform_attn(**x, backend="torch")
 
 
 def _triton(x: dict[str, Tensor]) -> Tensor:
@@ -161,7 +194,9 @@ def cases(device: torch.device) -> Iterable[BenchCase]:
     for shape in SHAPES:
         compiled = torch.compile(_torch_path(shape))
         impls: list[tuple[str, Impl]] = [
-            ("torch", _torch_path(shape)), ("torch.compile", compiled), ("triton", _triton),
+            ("torch", _torch_path(shape)), ("torch op (backward recomputes)", _torch_op),
+            ("naive reference (Deformable-DETR)", _naive(shape)),
+            ("torch.compile", compiled), ("triton", _triton),
         ]
         if have_original:
             impls.append(("original CUDA op", _original))
