@@ -37,6 +37,12 @@ class ColourJitter:
 
         The conversions assume RGB, as imgaug's defaults do; the original fed them BGR frames (SPEC §12 quirk 11),
         and so do the video datasets here."""
+        return self.draw(rng)(frames)
+
+    def draw(self, rng: np.random.Generator) -> Jitter:
+        """The random choices of one draw, to apply later: it is pixel-wise, so the training clips apply it to the
+        final (cropped, resized) frames, where it costs least; it commutes with flips and crops exactly and with
+        resizing up to interpolation rounding at colour edges."""
         hue = int(rng.integers(-self.hue_saturation, self.hue_saturation + 1))
         saturation = int(rng.integers(-self.hue_saturation, self.hue_saturation + 1))
         alpha = float(rng.uniform(*self.contrast))
@@ -50,13 +56,26 @@ class ColourJitter:
         to_space, from_space, channel = space
         brightness_lut = [levels] * 3
         brightness_lut[channel] = np.clip(levels + brightness, 0, 255)
-        hsv_lut, brightness_lut = _channel_lut(hue_lut, saturation_lut, levels), _channel_lut(*brightness_lut)
-        contrast_lut = contrast_lut.astype(np.uint8)
-        out = np.empty_like(frames)
+        return Jitter(_channel_lut(hue_lut, saturation_lut, levels), contrast_lut.astype(np.uint8),
+                      _channel_lut(*brightness_lut), to_space, from_space)
+
+
+@dataclass(frozen=True)
+class Jitter:
+    """One drawn colour augmentation (`ColourJitter.draw`): (T, H, W, 3) uint8 -> same, every frame alike."""
+
+    hsv_lut: np.ndarray
+    contrast_lut: np.ndarray
+    brightness_lut: np.ndarray
+    to_space: int
+    from_space: int
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        out = np.empty(frames.shape, np.uint8)
         for t, frame in enumerate(frames):
-            hsv = cv2.LUT(cv2.cvtColor(frame, cv2.COLOR_RGB2HSV), hsv_lut)
-            image = cv2.LUT(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), contrast_lut)
-            out[t] = cv2.cvtColor(cv2.LUT(cv2.cvtColor(image, to_space), brightness_lut), from_space)
+            hsv = cv2.LUT(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2HSV), self.hsv_lut)
+            image = cv2.LUT(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), self.contrast_lut)
+            out[t] = cv2.cvtColor(cv2.LUT(cv2.cvtColor(image, self.to_space), self.brightness_lut), self.from_space)
         return out
 
 

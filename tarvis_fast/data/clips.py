@@ -6,7 +6,9 @@
 VIS / VPS clip: a reference frame holding an instance, T-1 more frames drawn without replacement from
 [ref - R, ref + R] (R = round(factor * T)), sorted (Cityscapes-VPS: T consecutive frames); colour jitter (the same for
 all frames, on BGR); horizontal flip p=0.5; a crop of `crop_factor` x the frame keeping >= 25% of the instances'
-pixels (none if 10 tries fail); min-dim resize; instances emptied by all this are dropped.
+pixels (none if 10 tries fail); min-dim resize; instances emptied by all this are dropped. The colour jitter is drawn
+where the original draws it but applied to the final frames (fewer pixels): it is pixel-wise, so this is exact for
+flips and crops and differs only by interpolation rounding at colour edges for the resize.
 
 VOS / PET clip: a reference frame t < len - T holding >= n objects is frame 0 of the clip, T-1 more frames drawn from
 (t, t + R), sorted; n of t's objects at random; colour jitter; resize first, then flip, then a 0.75 x 0.75 crop keeping
@@ -190,7 +192,8 @@ class VideoClipSource(ClipSource):
         ids = sorted(set().union(*(video.instances[t] for t in frames)))
         if not ids:
             return None
-        images = self.settings.colour(video.load_images(frames), rng)
+        images = video.load_images(frames)
+        jitter = self.settings.colour.draw(rng)   # applied to the final frames, where it costs least
         masks = video.load_masks(frames, ids)
         labels = video.load_labels(frames) if task is Task.VPS else None
         flipped, images, (masks, *rest) = _flip(rng, images, masks, *([] if labels is None else [labels]))
@@ -202,7 +205,7 @@ class VideoClipSource(ClipSource):
             images, masks = images[:, y:y + h, x:x + w], masks[..., y:y + h, x:x + w]
             rest = [labels_[:, y:y + h, x:x + w] for labels_ in rest]
         out = self.settings.resize.size(*images.shape[1:3], rng)
-        images = resize_frames(np.ascontiguousarray(images), out)
+        images = jitter(resize_frames(np.ascontiguousarray(images), out))
         masks = resize_masks(masks.reshape(-1, *masks.shape[2:]), out).reshape(len(ids), len(frames), *out)
         resized_labels = resize_labels(np.ascontiguousarray(rest[0]), out) if rest else None
         classes = np.asarray([video.classes[i] for i in ids], np.int64)
@@ -218,7 +221,8 @@ class VideoClipSource(ClipSource):
         # the original's window (t, t + R); R >= T keeps T - 1 frames in it (candidates have t < len - T)
         later = np.arange(ref + 1, min(len(video), ref + max(self.settings.frame_range, self.settings.clip_length)))
         frames = [ref, *sorted(int(t) for t in rng.choice(later, self.settings.clip_length - 1, replace=False))]
-        images = self.settings.colour(video.load_images(frames), rng)
+        images = video.load_images(frames)
+        jitter = self.settings.colour.draw(rng)   # applied to the final frames, where it costs least
         masks = video.load_masks(frames, ids)
         out = self.settings.resize.size(*images.shape[1:3], rng)
         images = resize_frames(images, out)
@@ -229,6 +233,7 @@ class VideoClipSource(ClipSource):
         if corner is not None:
             (y, x), (h, w) = corner, size
             images, masks = images[:, y:y + h, x:x + w], masks[..., y:y + h, x:x + w]
+        images = jitter(images)
         meta = {"source": video.name, "frames": frames, "flipped": flipped, "resized": list(out), "crop": corner,
                 "instance_ids": ids}
         return object_sample(self.name, task, images, masks, meta)

@@ -50,6 +50,15 @@ MAX_SLOTS = 65535  # segments of one image (the slot map is uint16)
 
 # ============================================================================================== dataset rules
 
+def _image_path(folder: Path, image: PanopticImage) -> Path:
+    return folder / image.file_name
+
+
+def _coco_thing(category: PanopticCategory) -> bool:
+    return category.id <= 90
+
+
+# the rules hold module-level functions, not lambdas: sources are pickled into the loader's worker processes
 @dataclass(frozen=True)
 class ImageDatasetRules:
     """What differs between the image datasets: which categories are things, which are ignored (dropped from the
@@ -57,7 +66,7 @@ class ImageDatasetRules:
 
     is_thing: Callable[[PanopticCategory], bool]
     ignored_categories: frozenset[int] = frozenset()
-    image_path: Callable[[Path, PanopticImage], Path] = lambda folder, image: folder / image.file_name
+    image_path: Callable[[Path, PanopticImage], Path] = _image_path
     fixed_crop: bool = False                    # one crop position for every frame
     pre_resize: tuple[int, int] | None = None   # (shortest edge, longest edge cap) applied once on load
 
@@ -79,7 +88,7 @@ def _cityscapes_image(folder: Path, image: PanopticImage) -> Path:
 
 
 IMAGE_DATASET_RULES: dict[str, ImageDatasetRules] = {
-    "COCO": ImageDatasetRules(lambda c: c.id <= 90),
+    "COCO": ImageDatasetRules(_coco_thing),
     "ADE20K": ImageDatasetRules(_isthing),
     "CITYSCAPES": ImageDatasetRules(_has_instances, frozenset({-1, 0}), _cityscapes_image, fixed_crop=True),
     "MAPILLARY": ImageDatasetRules(_isthing, fixed_crop=True, pre_resize=(800, 1333)),

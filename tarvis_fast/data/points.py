@@ -20,14 +20,20 @@ def mask_to_point(mask: Tensor) -> tuple[int, int]:
     array = mask.detach().bool().cpu().numpy()
     if array.ndim != 2 or not array.any():
         raise ValueError(f"mask_to_point needs a non-empty 2D mask, got shape {array.shape}")
+    # the transform of the mask's box grown by one background pixel (not beyond the image, whose outside is no
+    # background for the transform) equals the whole image's inside the mask: the nearest background pixel of a
+    # mask pixel is on or inside that ring
+    y_any, x_any = np.flatnonzero(array.any(1)), np.flatnonzero(array.any(0))
+    y0, x0 = max(int(y_any[0]) - 1, 0), max(int(x_any[0]) - 1, 0)
+    array = array[y0:int(y_any[-1]) + 2, x0:int(x_any[-1]) + 2]
     distance = distance_transform_edt(array)
     rows, cols = np.nonzero(distance == distance.max())
     if len(rows) == 1:
-        return int(rows[0]), int(cols[0])
+        return int(rows[0]) + y0, int(cols[0]) + x0
     mask_rows, mask_cols = np.nonzero(array)
     score = np.abs(rows - mask_rows.astype(np.float32).mean()) + np.abs(cols - mask_cols.astype(np.float32).mean())
     best = int(np.argmin(score))
-    return int(rows[best]), int(cols[best])
+    return int(rows[best]) + y0, int(cols[best]) + x0
 
 
 def points_from_masks(masks: Tensor) -> Tensor:

@@ -166,10 +166,15 @@ class PanopticPngVideo(Video):
 
     def load_labels(self, frames: Sequence[int]) -> np.ndarray:
         values = self._frame_values(frames)
-        labels = np.full(values.shape, IGNORE, np.int64)
-        for value, label in {**self.stuff, **{iid: cls - 1 for iid, cls in self.classes.items()}}.items():
-            labels[values == value] = label
-        return labels
+        if getattr(self, "_label_table", None) is None:   # sorted pixel values and their labels, built once
+            table = {**self.stuff, **{iid: cls - 1 for iid, cls in self.classes.items()}}
+            keys = np.asarray(sorted(table), np.int64)
+            self._label_table = (keys, np.asarray([table[k] for k in keys.tolist()], np.int64))
+        keys, labels = self._label_table
+        if not len(keys):
+            return np.full(values.shape, IGNORE, np.int64)
+        position = np.minimum(np.searchsorted(keys, values), len(keys) - 1)
+        return np.where(keys[position] == values, labels[position], IGNORE)
 
 
 @dataclass(frozen=True)

@@ -246,6 +246,15 @@ def test_vis_vps_vos_pet_targets_of_one_draw_agree(source):
             assert (vos.points is not None) == (task is Task.PET)
 
 
+def test_sources_pickle_for_the_worker_processes(tmp_path):
+    import pickle
+    for name in ("COCO", "MY_COCO"):
+        source = build_source(name, _config(tmp_path / name, name))
+        copy = pickle.loads(pickle.dumps(source))
+        a, b = (s.sample(np.random.default_rng(4), Task.VPS) for s in (source, copy))
+        assert torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks)
+
+
 def test_vos_objects_are_capped(tmp_path):
     cfg = _config(tmp_path)
     cfg.model.num_vos_queries_per_object = 16   # 32 // 16 = 2 objects at most
@@ -323,7 +332,7 @@ def test_loader_pretrains_on_a_pseudo_video_dataset(tmp_path):
     cfg = _config(tmp_path, pretraining=True, batch_size=2, num_iterations=8, sample_chunking_factor=1,
                   point_vos_task_sample_likelihood=0.5,
                   pretrain_task_weights={"instance_seg": 1.0, "panoptic_seg": 1.0, "vos": 1.0})
-    loader = build_train_loader(cfg, rank=0, world_size=1, micro_batch_size=2, seed=3)
+    loader = build_train_loader(cfg, rank=0, world_size=1, micro_batch_size=2, seed=3, num_workers=1)
     tasks = []
     for iteration, micro_step, batch in loader:
         tasks.append(batch.task)
