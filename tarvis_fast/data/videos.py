@@ -144,7 +144,8 @@ class PanopticPngVideo(Video):
     rgb: bool = False
 
     def _frame_values(self, frames: Sequence[int]) -> np.ndarray:
-        """(T, H, W) int64 pixel values; a clip asks for its masks and its labels, so the last clip's are kept."""
+        """(T, H, W) pixel values as read (uint8/uint16 PNG values, or uint32 RGB ids); a clip asks for its masks
+        and its labels, so the last clip's are kept."""
         key = tuple(frames)
         if getattr(self, "_last", (None,))[0] != key:
             self._last = (key, np.stack([self._values(t) for t in frames]))
@@ -158,23 +159,36 @@ class PanopticPngVideo(Video):
                 raise DataError(str(err)) from None
             if ids.shape != tuple(self.size):
                 raise DataError(f"{self.pngs[t]}: size {ids.shape} differs from its frame's {self.size}")
-            return ids.astype(np.int64)
-        return vipseg_train.read_panoptic_values(self.pngs[t], self.size)
+            return ids
+        return vipseg_train.read_panoptic_values(self.pngs[t], self.size, native=True)
 
     def load_masks(self, frames: Sequence[int], ids: Sequence[int]) -> np.ndarray:
-        return self._frame_values(frames)[None] == np.asarray(ids, np.int64).reshape(-1, 1, 1, 1)
+        values = self._frame_values(frames)
+        wanted = np.asarray(ids, np.int64)
+        if len(wanted) and 0 <= wanted.min() and wanted.max() <= np.iinfo(values.dtype).max:
+            wanted = wanted.astype(values.dtype)   # compare in the maps' own type, not a widened copy
+        return values[None] == wanted.reshape(-1, 1, 1, 1)
 
     def load_labels(self, frames: Sequence[int]) -> np.ndarray:
+        """(T, H, W) int32 labels (a compact int type; `resize_labels` makes them int64)."""
         values = self._frame_values(frames)
         if getattr(self, "_label_table", None) is None:   # sorted pixel values and their labels, built once
             table = {**self.stuff, **{iid: cls - 1 for iid, cls in self.classes.items()}}
             keys = np.asarray(sorted(table), np.int64)
-            self._label_table = (keys, np.asarray([table[k] for k in keys.tolist()], np.int64))
+            self._label_table = (keys, np.asarray([table[k] for k in keys.tolist()], np.int32))
         keys, labels = self._label_table
+        if values.dtype.itemsize <= 2:   # 8/16-bit PNG values: one table lookup per pixel
+            luts = self.__dict__.setdefault("_label_luts", {})
+            if values.dtype.itemsize not in luts:
+                lut = np.full(1 << (8 * values.dtype.itemsize), IGNORE, np.int32)
+                small = keys < len(lut)
+                lut[keys[small]] = labels[small]
+                luts[values.dtype.itemsize] = lut
+            return luts[values.dtype.itemsize][values]
         if not len(keys):
-            return np.full(values.shape, IGNORE, np.int64)
+            return np.full(values.shape, IGNORE, np.int32)
         position = np.minimum(np.searchsorted(keys, values), len(keys) - 1)
-        return np.where(keys[position] == values, labels[position], IGNORE)
+        return np.where(keys[position] == values, labels[position], IGNORE).astype(np.int32)
 
 
 @dataclass(frozen=True)

@@ -73,9 +73,10 @@ def read_video_info(path: str | Path) -> tuple[dict[int, str], list[VipsegVideo]
     return categories, videos
 
 
-def read_panoptic_values(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """A single-channel (8- or 16-bit) panoptic PNG -> (H, W) int64 pixel values; VipsegTrainError naming the file
-    when it is missing, has colour channels, or is not of size `shape` (H, W)."""
+def read_panoptic_values(path: str | Path, shape: tuple[int, int] | None = None, *,
+                         native: bool = False) -> np.ndarray:
+    """A single-channel (8- or 16-bit) panoptic PNG -> (H, W) int64 pixel values (native: the PNG's own uint8 or
+    uint16); VipsegTrainError naming the file when it is missing, has colour channels, or is not of size `shape`."""
     values = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if values is None:
         raise VipsegTrainError(f"{path}: panoptic mask not found or not readable")
@@ -83,4 +84,4 @@ def read_panoptic_values(path: str | Path, shape: tuple[int, int] | None = None)
         raise VipsegTrainError(f"{path}: expected a single-channel panoptic PNG, got {values.shape[2]} channels")
     if shape is not None and values.shape != tuple(shape):
         raise VipsegTrainError(f"{path}: size (H, W) = {values.shape}, but its frame is {tuple(shape)}")
-    return values.astype(np.int64)
+    return values if native else values.astype(np.int64)
