@@ -9,12 +9,14 @@ One clip is T augmented copies of one image:
   condensed to a uint16 map of segment slots (0: unlabelled, a segment of an ignored category, or a segment id the
   json does not list; k: the json's k-th segment), and from the slots come both the semantic label and the instance;
 - colour augmentation once on the RGB image (the video datasets' ±12 hue/saturation, ±25 brightness), flip p=0.5;
-- per frame: a random affine about the image centre (scale 0.9-1.1, rotation ±20°, x-shear ±10°; bilinear for the
-  image, nearest for the slots, fill 0), resize so that the shorter side is one of out_h + {0, 32, 64} (longer side
-  <= 1333; INTER_LINEAR_EXACT / INTER_NEAREST_EXACT), then a crop to `output_size` (512 x 512): anywhere for each
-  frame (COCO, ADE20k), or at the same relative position in every frame (Cityscapes, Mapillary). A frame smaller than
-  the crop is padded with 0 (ignored). The condensed slot map is the original's pair of condensed instance and
-  semantic maps in one channel, so nearest interpolation picks the same source pixel for both.
+- per frame: a random affine about the image centre (scale 0.9-1.1, rotation ±20°, x-shear ±10°), a resize so that
+  the shorter side is one of out_h + {0, 32, 64} (longer side <= 1333), then a crop to `output_size` (512 x 512):
+  anywhere for each frame (COCO, ADE20k), or at the same relative position in every frame (Cityscapes, Mapillary).
+  The three are one cv2.warpAffine into the crop window (the original: warp, INTER_LINEAR_EXACT / NEAREST_EXACT
+  resize, crop; the same geometry with one interpolation instead of two): bilinear for the image, nearest for the
+  labels, fill 0 (ignored; so is the part of a frame smaller than the crop). The slot map is the original's pair of
+  condensed instance and semantic maps in one channel, so nearest interpolation picks the same source pixel for both;
+  for images with more pixels than the clip, the PNG itself is warped and its ids condensed on the frames.
 
 Targets: semantic label = the category's index in the category list (0-based), ignore where the slot is 0 (unlabelled,
 ignored category, or affine fill); instance class = index + 1, one instance per thing segment (crowd segments too, as
@@ -122,17 +124,6 @@ def affine_matrix(height: int, width: int, scale: float, rotate: float, shear: f
     return np.concatenate([linear, (centre - linear @ centre)[:, None]], axis=1)
 
 
-def crop_or_pad(array: np.ndarray, corner: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-    """The `size` window of `array` (H, W, ...) at `corner` (y, x); parts outside `array` are 0."""
-    (y, x), (h, w) = corner, size
-    window = array[y:y + h, x:x + w]
-    if window.shape[:2] == (h, w):
-        return window
-    out = np.zeros((h, w, *array.shape[2:]), array.dtype)
-    out[:window.shape[0], :window.shape[1]] = window
-    return out
-
-
 # ============================================================================================== the source
 
 @dataclass(frozen=True)
@@ -146,8 +137,9 @@ class _Image:
     size: tuple[int, int]
     segment_ids: np.ndarray     # (S,) uint32, sorted
     slot_of: np.ndarray         # (S,) uint16: slot of the sorted segment ids (the json's order + 1)
-    labels: np.ndarray          # (S + 1,) int64 per slot: label + 1, 0 ignored
-    instances: np.ndarray       # (S + 1,) int64 per slot: instance 1..N, 0 none
+    semantic: np.ndarray        # (S + 1,) int64 per slot: label (0 where ignored)
+    ignore: np.ndarray          # (S + 1,) bool per slot: ignored
+    instances: np.ndarray       # (S + 1,) uint16 per slot: instance 1..N, 0 none
     instance_ids: tuple[int, ...]       # segment id of each instance
     instance_classes: np.ndarray        # (N,) int64 1..C
 
@@ -189,7 +181,7 @@ class ImageClipSource(ClipSource):
             raise DataError(f"{pan_maps / entry.png_name}: a segment id is listed twice in its segments_info")
         order = np.argsort(ids)
         labels = np.zeros(len(segments) + 1, np.int64)
-        instances = np.zeros(len(segments) + 1, np.int64)
+        instances = np.zeros(len(segments) + 1, np.uint16)
         instance_ids, classes = [], []
         for slot, segment in enumerate(segments, 1):
             if segment.category_id not in label_of:   # an ignored category: void
@@ -200,13 +192,15 @@ class ImageClipSource(ClipSource):
                 classes.append(label_of[segment.category_id] + 1)
                 instances[slot] = len(instance_ids)
         return _Image(entry.id, self.rules.image_path(images, entry), pan_maps / entry.png_name,
-                      (entry.height, entry.width), ids[order], (order + 1).astype(np.uint16), labels, instances,
+                      (entry.height, entry.width), ids[order], (order + 1).astype(np.uint16),
+                      np.maximum(labels - 1, 0), labels == 0, instances,
                       tuple(instance_ids), np.asarray(classes, np.int64))
 
     # ------------------------------------------------------------------------------------------ loading
 
     def load(self, image: _Image) -> tuple[np.ndarray, np.ndarray]:
-        """(H, W, 3) uint8 RGB image and (H, W) uint16 slot map, after the dataset's pre-resize."""
+        """(H, W, 3) uint8 RGB image and (H, W, 3) uint8 panoptic PNG as cv2 reads it (BGR-encoded ids), after the
+        dataset's pre-resize (nearest for the PNG)."""
         bgr = cv2.imread(str(image.image), cv2.IMREAD_COLOR)
         if bgr is None:
             raise DataError(f"{image.image}: image not found or not readable")
@@ -216,62 +210,72 @@ class ImageClipSource(ClipSource):
         if bgr.shape[:2] != png.shape[:2] or png.shape[:2] != image.size:
             raise DataError(f"{image.png}: size {png.shape[0]}x{png.shape[1]} (HxW), its image {image.image} "
                             f"{bgr.shape[0]}x{bgr.shape[1]}, the json {image.size[0]}x{image.size[1]}: they differ")
-        slots = condense(png, image.segment_ids, image.slot_of)
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         if self.rules.pre_resize is not None:
             h, w = min_dim_size(*rgb.shape[:2], *self.rules.pre_resize)
             rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
-            slots = cv2.resize(slots, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
-        return rgb, slots
+            png = cv2.resize(png, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
+        return rgb, png
 
     # ------------------------------------------------------------------------------------------ sampling
 
-    def augment(self, rgb: np.ndarray, slots: np.ndarray, rng: np.random.Generator
+    def augment(self, rgb: np.ndarray, labels: np.ndarray, rng: np.random.Generator
                 ) -> tuple[np.ndarray, np.ndarray, bool, list[dict[str, Any]]]:
-        """(T, h, w, 3) uint8 RGB frames and (T, h, w) uint16 slot maps of one pseudo-video, whether it was flipped,
-        and each frame's parameters (affine, resized size, crop corner)."""
+        """(T, h, w, 3) uint8 RGB frames and (T, h, w, ...) label maps (`labels` (H, W, ...) warped with nearest) of
+        one pseudo-video, whether it was flipped, and each frame's parameters (affine, resized size, crop corner).
+
+        The original warps the whole image, resizes it and crops (two interpolations); here each frame is one
+        cv2.warpAffine straight into the crop window with the composed matrix: the same geometry, one interpolation
+        (bilinear for the image, nearest for the labels), and only the kept pixels computed. Colour augmentation is
+        applied once to the image, or to the frames when they have fewer pixels (it is pixel-wise)."""
         s = self.settings
-        rgb = s.colour(rgb[None], rng)[0]
+        jitter = s.colour.draw(rng)
+        height, width = labels.shape[:2]
+        (ch, cw), length = s.output_size, s.clip_length
+        jitter_frames = height * width > length * ch * cw
+        if not jitter_frames:
+            rgb = jitter(rgb[None])[0]
         flipped = bool(rng.random() < 0.5)
         if flipped:
-            rgb, slots = rgb[:, ::-1], slots[:, ::-1]
-        rgb, slots = np.ascontiguousarray(rgb), np.ascontiguousarray(slots)
-        height, width = slots.shape
+            rgb, labels = np.ascontiguousarray(rgb[:, ::-1]), np.ascontiguousarray(labels[:, ::-1])
         fixed = rng.random(2) if self.rules.fixed_crop else None
         frames, maps, params = [], [], []
-        for _ in range(s.clip_length):
+        for _ in range(length):
             scale = float(rng.uniform(*s.scale))
             rotate = float(rng.uniform(-s.rotate, s.rotate))
             shear = float(rng.uniform(-s.shear, s.shear))
-            matrix = affine_matrix(height, width, scale, rotate, shear)
-            image_t = cv2.warpAffine(rgb, matrix, (width, height), flags=cv2.INTER_LINEAR,
-                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            slots_t = cv2.warpAffine(slots, matrix, (width, height), flags=cv2.INTER_NEAREST,
-                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             min_dim = s.min_dims[int(rng.integers(len(s.min_dims)))]
             h, w = min_dim_size(height, width, min_dim, s.max_dim)
-            image_t = cv2.resize(image_t, (w, h), interpolation=cv2.INTER_LINEAR_EXACT)
-            slots_t = cv2.resize(slots_t, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
-            (ch, cw), room = s.output_size, (max(h - s.output_size[0], 0), max(w - s.output_size[1], 0))
+            room = (max(h - ch, 0), max(w - cw, 0))
             if fixed is not None:
                 corner = (round(float(fixed[0]) * room[0]), round(float(fixed[1]) * room[1]))
             else:
                 corner = (int(rng.integers(room[0] + 1)), int(rng.integers(room[1] + 1)))
-            frames.append(crop_or_pad(image_t, corner, (ch, cw)))
-            maps.append(crop_or_pad(slots_t, corner, (ch, cw)))
+            matrix = frame_matrix((height, width), affine_matrix(height, width, scale, rotate, shear), (h, w), corner)
+            frames.append(cv2.warpAffine(rgb, matrix, (cw, ch), flags=cv2.INTER_LINEAR,
+                                         borderMode=cv2.BORDER_CONSTANT, borderValue=0))
+            maps.append(cv2.warpAffine(labels, matrix, (cw, ch), flags=cv2.INTER_NEAREST,
+                                       borderMode=cv2.BORDER_CONSTANT, borderValue=0))
             params.append({"scale": scale, "rotate": rotate, "shear": shear, "resized": [h, w], "crop": corner})
-        return np.stack(frames), np.stack(maps), flipped, params
+        frames_array = np.stack(frames)
+        return jitter(frames_array) if jitter_frames else frames_array, np.stack(maps), flipped, params
 
     def _draw(self, rng: np.random.Generator, task: Task, num_objects: int | None) -> ClipSample | None:
         image = self.images[int(rng.integers(len(self.images)))]
-        rgb, slots = self.load(image)
-        frames, maps, flipped, params = self.augment(rgb, slots, rng)
+        rgb, png = self.load(image)
+        (ch, cw), length = self.settings.output_size, self.settings.clip_length
+        # segment ids -> slots on whichever is smaller: the image, or the frames (the PNG warped as it is)
+        on_frames = png.shape[0] * png.shape[1] > length * ch * cw
+        labels = png if on_frames else condense(png, image.segment_ids, image.slot_of)
+        frames, maps, flipped, params = self.augment(rgb, labels, rng)
+        if on_frames:
+            maps = condense(maps, image.segment_ids, image.slot_of)
         meta = {"source": str(image.id), "frames": [0] * len(frames), "flipped": flipped, "augment": params}
         instances = image.instances[maps]                       # (T, h, w) 1..N, 0 none
         present = np.flatnonzero(np.bincount(instances.ravel(), minlength=len(image.instance_ids) + 1)[1:])
         if not len(present):
             return None
-        masks = instances[None] == (present + 1).reshape(-1, 1, 1, 1)   # (N', T, h, w)
+        masks = instances[None] == (present + 1).astype(np.uint16).reshape(-1, 1, 1, 1)   # (N', T, h, w)
         if task.guided_by_objects:
             return to_object_sample(self.name, task, frames, masks, [image.instance_ids[i] for i in present], meta,
                                     rng, self.settings.max_objects if num_objects is None else num_objects)
@@ -280,15 +284,24 @@ class ImageClipSource(ClipSource):
                     category_ids=[self.category_ids[int(c)] for c in classes])
         labels = None
         if task is Task.VPS:
-            label_plus_one = image.labels[maps]
-            labels = (np.maximum(label_plus_one - 1, 0), label_plus_one == 0)
+            labels = (image.semantic[maps], image.ignore[maps])
         elif task is not Task.VIS:
             raise ValueError(f"{self.name}: unknown task {task}")
         return instance_sample(self.name, task, frames[..., ::-1], masks, classes, labels, meta)
 
 
+def frame_matrix(size: tuple[int, int], affine: np.ndarray, resized: tuple[int, int],
+                 corner: tuple[int, int]) -> np.ndarray:
+    """(2, 3) matrix from source pixels to a frame's crop window: `affine` on the (H, W) = `size` image, then the
+    resize to `resized` (pixel centres: x' = (x + 0.5) w / W - 0.5), then the crop at `corner` (y, x)."""
+    (height, width), (h, w), (y, x) = size, resized, corner
+    kx, ky = w / width, h / height
+    resize = np.array([[kx, 0.0, 0.5 * kx - 0.5 - x], [0.0, ky, 0.5 * ky - 0.5 - y], [0.0, 0.0, 1.0]])
+    return (resize @ np.vstack([affine, [0.0, 0.0, 1.0]]))[:2]
+
+
 def condense(png_bgr: np.ndarray, segment_ids: np.ndarray, slot_of: np.ndarray) -> np.ndarray:
-    """(H, W) uint16 slots of a panoptic PNG as cv2 reads it (BGR): the slot of each pixel's segment id
+    """(...) uint16 slots of panoptic PNG pixels as cv2 reads them (..., 3) BGR: the slot of each pixel's segment id
     (R + 256·G + 65536·B), 0 where the id is not among `segment_ids` (sorted) or is 0."""
     ids = png_bgr[..., 2].astype(np.uint32)
     ids |= png_bgr[..., 1].astype(np.uint32) << 8

@@ -3,8 +3,10 @@ warp checked against a direct back-projection onto the source annotation, VIS / 
 the datasets' rules, bad data, and the loader in a pre-training config."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -77,17 +79,19 @@ def write_coco_panoptic(root: Path, *, cityscapes: bool = False) -> tuple[Path, 
     return root / "images", path, root / "pan_maps"
 
 
-def _config(root: Path, name: str = "MY_COCO", **training):
+def _config(root: Path, name: str = "MY_COCO", out: int = OUT, **training):
     images, annotations, masks = write_coco_panoptic(root, cityscapes=name == "CITYSCAPES")
     dataset = {"type": "panoptic_seg", "num_classes": len(CATEGORIES), "training": {
         "layout": "coco_panoptic", "images": str(images), "annotations": str(annotations), "masks": str(masks)}}
-    settings = {"dataset_list": [name], "dataset_weights": [1.0], "pretrain_image_size": [OUT, OUT], **training}
+    settings = {"dataset_list": [name], "dataset_weights": [1.0], "pretrain_image_size": [out, out], **training}
     return build_config([("test", {"datasets": {name: dataset}, "training": settings})])
 
 
-@pytest.fixture(scope="module")
-def source(tmp_path_factory):
-    return build_source("MY_COCO", _config(tmp_path_factory.mktemp("coco")))
+# 48: the ids are condensed on the image and the colours jittered on it; 24: the clip has fewer pixels than the
+# image, so the PNG is warped and condensed, and the colours jittered, on the frames
+@pytest.fixture(scope="module", params=[OUT, 24], ids=["on_image", "on_frames"])
+def source(tmp_path_factory, request):
+    return build_source("MY_COCO", _config(tmp_path_factory.mktemp("coco"), out=request.param))
 
 
 # ---------------------------------------------------------------------------------------------- the reference
@@ -167,32 +171,32 @@ def test_coco_things_are_ids_up_to_90(tmp_path):
 def test_warp_keeps_instances_and_labels_on_their_source_segments(source, seed):
     maps = _source_maps()
     sample = source.sample(np.random.default_rng(seed), Task.VPS)
-    meta = sample.meta
+    meta, out = sample.meta, source.settings.output_size[0]
     instance_ref, label_ref = maps[meta["source"]]
     T = sample.images.shape[0]
-    assert tuple(sample.images.shape) == (T, 3, OUT, OUT) and meta["frames"] == [0] * T
+    assert tuple(sample.images.shape) == (T, 3, out, out) and meta["frames"] == [0] * T
     # every instance of the clip is one source segment; its class is its category's position + 1
     for i, seg in enumerate(meta["instance_ids"]):
         assert (instance_ref == seg).any()
         assert int(sample.classes[i]) == LABEL[meta["category_ids"][i]] + 1
     checked = 0
     for t in range(T):
-        instance_t = np.zeros((OUT, OUT), np.int64)
+        instance_t = np.zeros((out, out), np.int64)
         for i, seg in enumerate(meta["instance_ids"]):
             instance_t[sample.masks[i, t].numpy()] = seg
         checked += _check_against_source(instance_t, instance_ref, meta, t)
         label_t = np.where(sample.ignore[t].numpy(), 0, sample.semantic[t].numpy() + 1)
         _check_against_source(label_t, label_ref, meta, t)
         assert (sample.semantic[t][sample.ignore[t]] == 0).all()
-    assert checked > OUT * OUT  # most pixels are checked exactly
+    assert checked > out * out  # most pixels are checked exactly
 
 
-def test_image_pixels_follow_the_masks(tmp_path):
+@pytest.mark.parametrize("out", [OUT, 24])
+def test_image_pixels_follow_the_masks(tmp_path, out):
     """The frames are warped as the id maps: with the colour augmentation off, a frame's blue is its source
     segment's blue wherever the source is uniform around the back-projected position."""
-    import dataclasses
-    source = build_source("MY_COCO", _config(tmp_path))
-    source.settings = dataclasses.replace(source.settings, colour=lambda frames, rng: frames)
+    source = build_source("MY_COCO", _config(tmp_path, out=out))
+    source.settings = dataclasses.replace(source.settings, colour=SimpleNamespace(draw=lambda rng: lambda f: f))
     ids0 = _image0()[0]
     blue = {f"{0:012d}": BLUE[ids0], f"{2:012d}": BLUE[_image2()]}
     for seed in range(10):
@@ -211,7 +215,7 @@ def test_ignore_covers_void_unlisted_ids_and_the_fill(source):
         label_ref = _source_maps()[sample.meta["source"]][1]
         assert (label_ref[40:50, 60:70] == 0).all() and (label_ref[:, :6] == 0).all()
         for t in range(sample.images.shape[0]):
-            sy, sx = _back_project(sample.meta, t, (OUT, OUT))
+            sy, sx = _back_project(sample.meta, t, tuple(sample.images.shape[2:]))
             inside = (sy >= 0) & (sy < H) & (sx >= 0) & (sx < W)
             ignore = sample.ignore[t].numpy()
             # back-projected positions deep inside the void stripe are ignored, and so is most of the fill
