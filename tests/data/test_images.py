@@ -347,3 +347,14 @@ def test_loader_pretrains_on_a_pseudo_video_dataset(tmp_path):
             assert batch.targets.masks[:, :, 0].flatten(2).any(2).all()
     assert len(tasks) == 8 and len(set(tasks)) >= 3
     assert "unusable" in loader.report() or "no unusable" in loader.report()
+
+
+def test_preview_of_a_pseudo_video(tmp_path):
+    from tarvis_fast.data.preview import write_previews
+    source = build_source("MY_COCO", _config(tmp_path / "data"))
+    written = write_previews(source, tmp_path / "preview", samples=2, seed=0, pet_likelihood=0.0)
+    for path in written:
+        record = json.loads(Path(path).read_text())
+        assert record["task"] == "vps" and record["frames"] == [0, 0, 0] and record["size"] == [OUT, OUT]
+        assert {t["name"] for t in record["targets"]} <= {"person", "car", "odd"}
+        assert Path(path).with_suffix(".png").exists()
