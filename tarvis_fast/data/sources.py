@@ -118,6 +118,8 @@ def build_source(name: str, cfg: Config) -> ClipSource:
     images = _path(training.images, defaults.images if defaults else None)
     annotations = _path(training.annotations, defaults.annotations if defaults else None)
     masks = _path(training.masks, defaults.masks if defaults else None)
+    if layout == "coco_panoptic":   # pseudo-videos: their own sizes (training.pretrain_image_size) and crops
+        return _image_source(name, cfg, images, annotations, masks)
     crop_factor = training.crop_factor or (defaults.crop_factor if defaults else (0.75, 0.75))
     clip_length = cfg.training.clip_length
     settings = ClipSettings(
@@ -126,8 +128,6 @@ def build_source(name: str, cfg: Config) -> ClipSource:
         resize=_resize(name, dataset), crop_factor=crop_factor,
         colour=PANOPTIC_JITTER if dataset.type is Task.VPS else VIDEO_JITTER,
         consecutive=defaults.consecutive if defaults else False)
-    if layout == "coco_panoptic":
-        return _image_source(name, cfg, images, annotations, masks)
     video_set = read_videos(layout, dataset.type, images, annotations, masks)
     if dataset.type is not Task.VOS:
         classes = {c for video in video_set.videos for c in video.classes.values()}

@@ -21,7 +21,7 @@ from tarvis_fast.formats.jsonfile import (
     json_list,
     read_json,
 )
-from tarvis_fast.formats.panoptic import MAX_SEGMENT_ID
+from tarvis_fast.formats.panoptic import MAX_SEGMENT_ID, Segment
 
 
 class CocoPanopticError(ValueError):
@@ -39,20 +39,13 @@ class PanopticCategory:
 
 
 @dataclass(frozen=True)
-class ImageSegment:
-    id: int
-    category_id: int
-    iscrowd: bool = False
-
-
-@dataclass(frozen=True)
 class PanopticImage:
     id: Any
     file_name: str
     png_name: str
     height: int
     width: int
-    segments: tuple[ImageSegment, ...]
+    segments: tuple[Segment, ...]   # area: the json's, 0 when absent
 
 
 @dataclass(frozen=True)
@@ -100,7 +93,7 @@ def read_coco_panoptic(path: Path) -> CocoPanoptic:
     if not isinstance(annotations, list):
         raise CocoPanopticError(f"{where}: 'annotations' must be a list")
     pngs: dict[Any, str] = {}
-    segments: dict[Any, tuple[ImageSegment, ...]] = {}
+    segments: dict[Any, tuple[Segment, ...]] = {}
     for i, entry in enumerate(annotations):
         here = f"{where}: annotations[{i}]"
         image_id = json_field(entry, "image_id", here, CocoPanopticError)
@@ -118,7 +111,7 @@ def read_coco_panoptic(path: Path) -> CocoPanoptic:
                 raise CocoPanopticError(f"{here}: segment id {seg_id} outside [1, {MAX_SEGMENT_ID}] (0 is unlabelled)")
             if category not in known:
                 raise CocoPanopticError(f"{here}: segment {seg_id} has unknown category_id {category}")
-            parsed.append(ImageSegment(seg_id, category, bool(info.get("iscrowd", 0))))
+            parsed.append(Segment(seg_id, category, bool(info.get("iscrowd", 0)), int(info.get("area", 0))))
         segments[image_id] = tuple(parsed)
     images = tuple(PanopticImage(image_id, file_name, pngs.get(image_id, str(Path(file_name).with_suffix(".png"))),
                                  height, width, segments.get(image_id, ()))
