@@ -3,9 +3,12 @@
 One group per backbone and benchmark clip, at the benchmarks' inference settings (SPEC §4): batch 1, bf16
 autocast (the original's `--amp`), final decoder layer only, random weights (speed and memory do not depend
 on them). Rows: the PyTorch path of every op (`kernel_backend="torch"`, the group's reference), the Triton
-kernels (`"auto"` on CUDA), and the Triton model under torch.compile (Inductor; the VOS/PET object encoder's
-data-dependent shapes break the graph there). A training group times forward + backward of all ten
-predictions at the training clip size. Peak memory is what a call adds to the weights and inputs.
+kernels (`"auto"` on CUDA), the Triton model compiled as `infer.py --compile` does (`compile_model`: Inductor on
+each block, `tarvis_fast/model/compile.py`), and the Triton model under a whole-model torch.compile (Inductor;
+the VOS/PET object encoder's data-dependent shapes break the graph there). A compiled row's note gives how long
+its first call took (compilation included, cold unless `TORCHINDUCTOR_CACHE_DIR` holds earlier runs' code); its
+speed-up over eager is its time against the "triton" row's. A training group times forward + backward of all
+ten predictions at the training clip size. Peak memory is what a call adds to the weights and inputs.
 
 Clips (input size -> padded size):
 - YouTube-VIS VIS:  12 frames, 448x796 -> 448x832 (min_dim 448 of a 720x1280 video), 40 classes
@@ -16,7 +19,9 @@ Clips (input size -> padded size):
 """
 from __future__ import annotations
 
+import copy
 import functools
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,6 +30,7 @@ import torch
 from benchcase import BenchCase
 
 from tarvis_fast.config import load_config
+from tarvis_fast.inference.runner import _no_duck_sizing, compile_model
 from tarvis_fast.model import ObjectReferences, Task, TarViS, build_model
 
 BACKBONES = ("ResNet50", "SwinLarge")
@@ -80,7 +86,10 @@ CLIPS = (
     Clip("burst PET 8x512x910", Task.VOS, 8, 512, 910, point_objects=4),
     Clip("train VIS 2x3x512x512", Task.VIS, 3, 512, 512, dataset="YOUTUBE_VIS", batch=2, training=True),
 )
-IMPLS = (("torch", "torch", False), ("triton", "auto", False), ("triton + torch.compile", "auto", True))
+# (row name, kernel backend, compilation: None, "regional" (what infer.py --compile runs) or "whole")
+IMPLS = (("torch", "torch", None), ("triton", "auto", None),
+         ("triton + compile_model (infer.py --compile)", "auto", "regional"),
+         ("triton + whole-model torch.compile", "auto", "whole"))
 
 
 @functools.cache
@@ -92,14 +101,20 @@ def bench_model(backbone: str, backend: str, device: str) -> TarViS:
     return build_model(cfg).to(device)
 
 
-def _setup(backbone: str, backend: str, compiled: bool, clip: Clip, device: torch.device) -> Callable:
+def _setup(backbone: str, backend: str, compiled: str | None, clip: Clip, device: torch.device,
+           notes: dict[str, str]) -> Callable:
     def setup() -> Callable[[], object]:
         model = bench_model(backbone, backend, str(device)).train(clip.training)
-        forward = torch.compile(model) if compiled else model
+        if compiled == "regional":
+            model = copy.deepcopy(model)  # compiled in place; the shared model stays eager for the other rows
+            compile_model(model)
+            forward = model
+        else:
+            forward = torch.compile(model) if compiled == "whole" else model
         inputs = clip.inputs(device)
 
         def run() -> object:
-            with torch.autocast(device.type, dtype=torch.bfloat16):
+            with torch.autocast(device.type, dtype=torch.bfloat16), _no_duck_sizing():
                 if not clip.training:
                     with torch.no_grad():
                         return forward(**inputs)
@@ -109,7 +124,12 @@ def _setup(backbone: str, backend: str, compiled: bool, clip: Clip, device: torc
             loss.backward()
             return loss
 
+        started = time.perf_counter()
         run()  # compiles, autotunes and allocates the workspaces before timing
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if compiled:
+            notes["first call (compiles)"] = f"{time.perf_counter() - started:.1f} s"
         return run
 
     return setup
@@ -127,5 +147,7 @@ def cases(device: torch.device, clips: Iterable[Clip] = CLIPS,
         for clip in clips:
             mode = "fwd+bwd" if clip.training else "fwd"
             for impl, backend, compiled in IMPLS:
+                notes: dict[str, str] = {}
                 yield BenchCase(f"model {backbone} {clip.name}", impl, mode,
-                                _setup(backbone, backend, compiled, clip, device), min_bytes(backbone, clip, device))
+                                _setup(backbone, backend, compiled, clip, device, notes),
+                                min_bytes(backbone, clip, device), notes)

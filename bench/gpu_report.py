@@ -79,7 +79,7 @@ def run_case(case: BenchCase, device: torch.device) -> Row:
         torch.cuda.synchronize()
         peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
         ms = time_cuda(fn)
-        return Row(case, ms, peak)
+        return Row(case, ms, peak, note="; ".join(f"{k}: {v}" for k, v in case.notes.items()))
     except Exception as exc:  # report and go on: one failing baseline must not hide the others
         return Row(case, None, None, note=f"{type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}")
     finally:

@@ -187,14 +187,20 @@ def autocast_dtype(device: torch.device) -> torch.dtype:
 
 
 def compile_model(model: nn.Module, backend: str | Callable = "inductor") -> None:
-    """Compile, in place, the parts of the network whose shapes are the same from call to call but for sizes:
-    the backbone with the temporal neck, and the decoder. Sizes (frames, height, width, queries) are dynamic, so
-    videos of other sizes reuse the graphs. The object encoder and the output heads stay eager: they branch on
-    data (mask splitting, point sampling) and on the number of objects, which would recompile per clip.
+    """Compile, in place, the network's repeated blocks, each on its own (`tarvis_fast.model.compile`): the
+    backbone's blocks, the neck's layers and the decoder's blocks. Blocks of one kind share their graphs. Heights
+    and widths are static, so each new padded size (a bucket: the model pads to multiples of 64) compiles the
+    blocks once more; the frame and query counts are dynamic, so a clip's length and the number of VOS objects
+    do not. The object encoder and the output heads stay eager: they branch on data (mask splitting, point
+    sampling). With Inductor, compiled code is cached on disk (`default_cache_dir`), so a later run of the same
+    sizes skips code generation.
 
     In-place (`nn.Module.compile`): parameter names, and so checkpoints, are unchanged."""
-    for part in (model.backbone, model.decoder):
-        part.compile(dynamic=True, backend=backend)
+    from tarvis_fast.model.compile import compile_regions, default_cache_dir
+
+    if backend == "inductor":
+        default_cache_dir()
+    compile_regions(model, backend)
 
 
 def _no_duck_sizing() -> contextlib.AbstractContextManager:
@@ -212,7 +218,8 @@ class ClipRunner:
         model: the network, in eval mode (VOS uses eval mode's 8 queries per mask object).
         device: where the network runs; the model is moved there.
         amp: run the network under autocast (bf16 where supported, SPEC §4 `--amp`).
-        compile: compile the network once for the whole run (`compile_model`); a string or a callable names the
+        compile: compile the network's blocks for the whole run (`compile_model`): the first clip of each new padded
+            size compiles them (minutes on a CPU, seconds from the on-disk cache); a string or a callable names the
             torch.compile backend (default inductor).
         progress: show a progress bar over each video's clips.
     """
