@@ -132,12 +132,17 @@ def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray
     """(T, H, W) labels (class ids, IGNORE for void) -> semantic (T, h, w) int64 and ignore (T, h, w) bool.
 
     As the original: every class (and void) is resized as its own binary mask (bilinear, > 0.5); where several
-    survive the higher class id wins, where none does the class is 0. Only the classes present are resized, which
-    gives the same maps as resizing all of them."""
-    t, h, w = labels.shape[0], *size
+    survive the higher class id wins, where none does the class is 0. Only the classes present in a frame are resized,
+    which gives the same maps as resizing all of them."""
+    t, (h, w) = labels.shape[0], size
     semantic = np.zeros((t, h, w), np.int64)
-    present = np.flatnonzero(np.bincount((labels - IGNORE).ravel())) + IGNORE  # ascending, as np.unique, faster
-    for value in present[present != IGNORE]:
-        semantic[resize_masks(labels == value, size)] = value
-    ignore = resize_masks(labels == IGNORE, size)
+    ignore = np.zeros((t, h, w), bool)
+    for i, frame in enumerate(labels):
+        present = np.flatnonzero(np.bincount((frame - IGNORE).ravel())) + IGNORE  # ascending, as np.unique, faster
+        for value in present:
+            mask = resize_masks((frame == value)[None], size)[0]
+            if value == IGNORE:
+                ignore[i] = mask
+            else:
+                np.putmask(semantic[i], mask, value)
     return semantic, ignore
