@@ -89,7 +89,8 @@ def _write_coco_panoptic(root: Path, scenes: list[Scene], cityscapes: bool) -> t
 
 def _source(root: Path, kind: str):
     """The ClipSource of one kind: YouTube-VIS (720p, min dims 448/512, max 1024), VIPSeg (720p, 512), DAVIS (480p,
-    512) as VOS and PET; COCO (640 x 480) and Cityscapes (2048 x 1024) pseudo-videos (512 x 512 crops, T = 3)."""
+    512) as VOS and PET; COCO (640 x 480), Cityscapes (2048 x 1024) and Mapillary (3264 x 2448, first resized to
+    shortest edge 800) pseudo-videos (512 x 512 crops, T = 3)."""
     name = "X"
     if kind == "vis":
         scenes = _scenes(2, 12, (720, 1280))
@@ -107,8 +108,8 @@ def _source(root: Path, kind: str):
             "layout": "davis_folder", "images": str(images), "annotations": str(annotations),
             "frame_sampling_multiplicative_factor": 7.5, "image_resize": {"min_dims": [512]}}}
     else:
-        name = {"coco": "COCO", "cityscapes": "CITYSCAPES"}[kind]
-        size = (480, 640) if kind == "coco" else (1024, 2048)
+        name = {"coco": "COCO", "cityscapes": "CITYSCAPES", "mapillary": "MAPILLARY"}[kind]
+        size = {"coco": (480, 640), "cityscapes": (1024, 2048), "mapillary": (2448, 3264)}[kind]
         images, annotations, masks = _write_coco_panoptic(root, _scenes(4, 1, size), kind == "cityscapes")
         dataset = {"type": "panoptic_seg", "num_classes": NUM_CLASSES, "training": {
             "layout": "coco_panoptic", "images": str(images), "annotations": str(annotations), "masks": str(masks)}}
@@ -118,7 +119,7 @@ def _source(root: Path, kind: str):
 
 
 TASKS = {"vis": Task.VIS, "vps": Task.VPS, "vos": Task.VOS, "pet": Task.PET, "coco": Task.VPS,
-         "cityscapes": Task.VPS}
+         "cityscapes": Task.VPS, "mapillary": Task.VPS}
 
 
 @pytest.mark.benchmark(group="training clips per worker (cpu)")

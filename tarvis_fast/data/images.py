@@ -48,6 +48,8 @@ from tarvis_fast.resize import min_dim_size
 from tarvis_fast.tasks import Task
 
 MAX_SLOTS = 65535  # segments of one image (the slot map is uint16)
+_REDUCED_READ = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                 8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
 # ============================================================================================== dataset rules
@@ -200,22 +202,30 @@ class ImageClipSource(ClipSource):
 
     def load(self, image: _Image) -> tuple[np.ndarray, np.ndarray]:
         """(H, W, 3) uint8 RGB image and (H, W, 3) uint8 panoptic PNG as cv2 reads it (BGR-encoded ids), after the
-        dataset's pre-resize (nearest for the PNG)."""
-        bgr = cv2.imread(str(image.image), cv2.IMREAD_COLOR)
+        dataset's pre-resize (nearest for the PNG). A JPEG that the pre-resize shrinks at least twofold is decoded at
+        1/2, 1/4 or 1/8 size (libjpeg's scaled decoding, several times cheaper), never below the resize's size."""
+        target, reduce = None, 1
+        if self.rules.pre_resize is not None:
+            target = min_dim_size(*image.size, *self.rules.pre_resize)
+            if image.image.suffix.lower() in (".jpg", ".jpeg"):
+                while reduce < 8 and min(image.size) // (2 * reduce) >= min(target):
+                    reduce *= 2
+        bgr = cv2.imread(str(image.image), _REDUCED_READ[reduce])
         if bgr is None:
             raise DataError(f"{image.image}: image not found or not readable")
         png = cv2.imread(str(image.png), cv2.IMREAD_COLOR)
         if png is None:
             raise DataError(f"{image.png}: panoptic PNG not found or not readable")
-        if bgr.shape[:2] != png.shape[:2] or png.shape[:2] != image.size:
+        decoded = tuple(-(-side // reduce) for side in image.size)
+        if bgr.shape[:2] != decoded or png.shape[:2] != image.size:
             raise DataError(f"{image.png}: size {png.shape[0]}x{png.shape[1]} (HxW), its image {image.image} "
-                            f"{bgr.shape[0]}x{bgr.shape[1]}, the json {image.size[0]}x{image.size[1]}: they differ")
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        if self.rules.pre_resize is not None:
-            h, w = min_dim_size(*rgb.shape[:2], *self.rules.pre_resize)
-            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
+                            f"{bgr.shape[0] * reduce}x{bgr.shape[1] * reduce}, the json {image.size[0]}x"
+                            f"{image.size[1]}: they differ")
+        if target is not None:
+            h, w = target
+            bgr = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_LINEAR)
             png = cv2.resize(png, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
-        return rgb, png
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), png
 
     # ------------------------------------------------------------------------------------------ sampling
 
@@ -270,7 +280,8 @@ class ImageClipSource(ClipSource):
         frames, maps, flipped, params = self.augment(rgb, labels, rng)
         if on_frames:
             maps = condense(maps, image.segment_ids, image.slot_of)
-        meta = {"source": str(image.id), "frames": [0] * len(frames), "flipped": flipped, "augment": params}
+        meta = {"source": str(image.id), "frames": [0] * len(frames), "flipped": flipped,
+                "source_size": list(png.shape[:2]), "augment": params}
         instances = image.instances[maps]                       # (T, h, w) 1..N, 0 none
         present = np.flatnonzero(np.bincount(instances.ravel(), minlength=len(image.instance_ids) + 1)[1:])
         if not len(present):

@@ -114,16 +114,16 @@ def _source_maps() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def _back_project(meta: dict, t: int, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Source (row, col), rounded, of every pixel of frame t (shape (h, w)), from its recorded augmentation."""
-    p = meta["augment"][t]
+    p, (sh, sw) = meta["augment"][t], meta["source_size"]
     (rh, rw), (cy, cx) = p["resized"], p["crop"]
     yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
     # crop, then the resize (pixel centres), then the inverse of the affine about the centre
-    ry, rx = (yy + cy + 0.5) * H / rh - 0.5, (xx + cx + 0.5) * W / rw - 0.5
-    inverse = cv2.invertAffineTransform(affine_matrix(H, W, p["scale"], p["rotate"], p["shear"]))
+    ry, rx = (yy + cy + 0.5) * sh / rh - 0.5, (xx + cx + 0.5) * sw / rw - 0.5
+    inverse = cv2.invertAffineTransform(affine_matrix(sh, sw, p["scale"], p["rotate"], p["shear"]))
     sx = inverse[0, 0] * rx + inverse[0, 1] * ry + inverse[0, 2]
     sy = inverse[1, 0] * rx + inverse[1, 1] * ry + inverse[1, 2]
     if meta["flipped"]:
-        sx = W - 1 - sx
+        sx = sw - 1 - sx
     return np.round(sy).astype(int), np.round(sx).astype(int)
 
 
@@ -140,7 +140,8 @@ def _check_against_source(map_t: np.ndarray, reference: np.ndarray, meta: dict, 
         uniform |= inside
     sy, sx = _back_project(meta, t, map_t.shape)
     py, px = np.clip(sy + margin + 1, 0, padded.shape[0] - 1), np.clip(sx + margin + 1, 0, padded.shape[1] - 1)
-    far = (sy < -margin) | (sy > H + margin) | (sx < -margin) | (sx > W + margin)  # well outside: fill
+    height, width = reference.shape
+    far = (sy < -margin) | (sy > height + margin) | (sx < -margin) | (sx > width + margin)  # well outside: fill
     checked = uniform[py, px] & ~far
     assert np.array_equal(map_t[checked], padded[py, px][checked])
     assert (map_t[far] == 0).all()
@@ -300,6 +301,44 @@ def test_cityscapes_rules_paths_and_one_crop_position(tmp_path):
         if sample.meta["source"].startswith("city0"):
             labels = np.where(sample.ignore.numpy(), 0, sample.semantic.numpy() + 1)
             assert 5 not in np.unique(labels)   # sky (label 4) was made void
+
+
+def test_mapillary_pre_resize_with_a_reduced_jpeg_decode(tmp_path):
+    """Mapillary's images are first resized (shortest edge 800 there; 24 here): a JPEG twice as large as that is
+    decoded at half size, the PNG resized with nearest, and the targets follow the resized annotation."""
+    images, annotations, masks = write_coco_panoptic(tmp_path / "data")
+    content = json.loads(annotations.read_text())
+    for entry in content["images"]:
+        png = images / entry["file_name"]
+        entry["file_name"] = png.with_suffix(".jpg").name
+        cv2.imwrite(str(images / entry["file_name"]), cv2.imread(str(png)))
+    annotations.write_text(json.dumps(content))
+    dataset = {"type": "panoptic_seg", "num_classes": len(CATEGORIES), "training": {
+        "layout": "coco_panoptic", "images": str(images), "annotations": str(annotations), "masks": str(masks)}}
+    cfg = build_config([("t", {"datasets": {"MAPILLARY": dataset}, "training": {
+        "dataset_list": ["MAPILLARY"], "dataset_weights": [1.0], "pretrain_image_size": [16, 16]}})])
+    source = build_source("MAPILLARY", cfg)
+    assert source.rules.pre_resize == (800, 1333) and source.rules.fixed_crop
+    source.rules = dataclasses.replace(source.rules, pre_resize=(24, 1333))
+    rgb, png = source.load(source.images[0])
+    assert rgb.shape == png.shape == (24, 32, 3)
+    half = cv2.imread(str(source.images[0].image), cv2.IMREAD_REDUCED_COLOR_2)
+    assert half.shape[:2] == (H // 2, W // 2)
+    assert np.array_equal(rgb, cv2.cvtColor(cv2.resize(half, (32, 24), interpolation=cv2.INTER_LINEAR),
+                                            cv2.COLOR_BGR2RGB))
+    resized = {stem: tuple(cv2.resize(m.astype(np.int32), (32, 24), interpolation=cv2.INTER_NEAREST_EXACT)
+                           for m in maps) for stem, maps in _source_maps().items()}
+    for seed in range(6):
+        sample = source.sample(np.random.default_rng(seed), Task.VPS)
+        instance_ref, label_ref = resized[sample.meta["source"]]
+        assert sample.meta["source_size"] == [24, 32]
+        for t in range(sample.images.shape[0]):
+            instance_t = np.zeros(sample.images.shape[2:], np.int64)
+            for i, seg in enumerate(sample.meta["instance_ids"]):
+                instance_t[sample.masks[i, t].numpy()] = seg
+            _check_against_source(instance_t, instance_ref, sample.meta, t)
+            _check_against_source(np.where(sample.ignore[t].numpy(), 0, sample.semantic[t].numpy() + 1), label_ref,
+                                  sample.meta, t)
 
 
 def test_bad_data_names_the_file(tmp_path):
