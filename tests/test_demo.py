@@ -106,3 +106,17 @@ def test_loss_curves_read_a_resumed_log_and_plot(tmp_path):
     from PIL import Image
 
     assert np.asarray(Image.open(path)).shape == (420, 760, 3)
+
+
+@pytest.mark.slow
+def test_a_rerun_reuses_the_data_and_skips_finished_training(demo, capsys):
+    from tarvis_fast.demo.cli import CONFIG_NAME, PROFILES, RUN, _train
+    from tarvis_fast.demo.data import DONE_FILE, write_demo_data
+
+    done = demo / "demo_data" / "vos" / "val" / DONE_FILE
+    before = done.stat().st_mtime_ns
+    messages: list[str] = []
+    write_demo_data(demo, PROFILES["quick"].data, seed=3, progress=messages.append)
+    assert messages == [] and done.stat().st_mtime_ns == before
+    assert _train(demo / CONFIG_NAME, demo / RUN, 3, 3, "cpu") == demo / RUN / "000003.pth"
+    assert "exists, skipped" in capsys.readouterr().out
