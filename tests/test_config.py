@@ -130,7 +130,7 @@ def test_overrides_are_typed_and_strict(tmp_path):
     with pytest.raises(ConfigError, match="command-line overrides.*'model.num_object_queries' must be an integer"):
         load_config(None, ["--cfg.model.num_object_queries", "many"])
     with pytest.raises(ConfigError, match=r"'model.backbone' must be one of"):
-        load_config(None, ["--cfg.model.backbone", "ResNet18"])
+        load_config(None, ["--cfg.model.backbone", "ResNet152"])
     with pytest.raises(ConfigError, match="pairs"):
         parse_overrides(["--cfg.model.backbone"])
     with pytest.raises(ConfigError, match="must look like"):
