@@ -146,8 +146,8 @@ def _save_untrained(cfg: Config, folder: Path, seed: int) -> Path:
 
 def _train(cfg_file: Path, run: Path, iterations: int, seed: int, device: str) -> Path:
     """Train into `run` (or continue it), unless its final checkpoint exists; returns the final checkpoint."""
-    from tarvis_fast.training.run_dir import checkpoint_path, list_checkpoints
     from tarvis_fast.training.cli import main as train_main
+    from tarvis_fast.training.run_dir import checkpoint_path, list_checkpoints
 
     final = checkpoint_path(run, iterations)
     if final.is_file():
@@ -163,15 +163,16 @@ def _train(cfg_file: Path, run: Path, iterations: int, seed: int, device: str) -
     argv += ["--seed", str(seed), "--device", device, "--num_workers", "0",
              "--display_interval", str(max(1, iterations // 50))]
     with _from_scratch():
-        _check(train_main(argv), "train.py", argv)
+        _check(train_main(argv))
     if not final.is_file():  # train.py saves and returns on Ctrl-C/SIGTERM; a rerun continues from there
         raise KeyboardInterrupt
     return final
 
 
-def _check(code: int, what: str, argv: Sequence[str]) -> None:
+def _check(code: int) -> None:
+    """End the demo with a command's failure code: the command has already printed its one `error:` line."""
     if code != 0:
-        raise RuntimeError(f"{what} {' '.join(argv)} failed with exit code {code}")
+        raise SystemExit(code)
 
 
 def _benchmark(checkpoint: Path, task: str, out: Path, output_dir: Path, device: str) -> Path:
@@ -184,7 +185,7 @@ def _benchmark(checkpoint: Path, task: str, out: Path, output_dir: Path, device:
             "--overwrite", "--ground_truth", str(set_folder(out, task, "val") / GROUND_TRUTH[task])]
     for key, path in inputs.items():
         argv += [f"--{key}", str(out / path)]
-    _check(infer_main(argv), "infer.py", argv)
+    _check(infer_main(argv))
     return output_dir / "eval.json"
 
 
@@ -213,7 +214,7 @@ def _overlay(checkpoint: Path, task: str, out: Path, output_dir: Path, device: s
         points_file.parent.mkdir(parents=True, exist_ok=True)
         points_file.write_text(json.dumps(points))
         argv += ["--video", str(folder / "frames" / seq.dataset / seq.seq_name), "--points", str(points_file)]
-    _check(infer_main(argv), "infer.py", argv)
+    _check(infer_main(argv))
     return write_browser_video(output_dir / "overlay.mp4", output_dir.parent / f"{task}.webm", fps=8.0)
 
 
