@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from data.fixtures import (  # noqa: E402
+from helpers.own_data import (  # noqa: E402
     CLASSES,
     NUM_CLASSES,
     Scene,

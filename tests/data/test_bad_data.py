@@ -6,8 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.own_data import (
+    NUM_CLASSES,
+    make_scenes,
+    write_davis_folder,
+    write_video_json,
+    write_ytvis,
+)
 
-from data.fixtures import NUM_CLASSES, make_scenes, write_davis_folder, write_video_json, write_ytvis
 from tarvis_fast.config import build_config
 from tarvis_fast.data.clips import UnusableDatasetError
 from tarvis_fast.data.loader import build_train_loader

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from data.fixtures import (
+from helpers.own_data import (
     CLASSES,
     NUM_CLASSES,
     Scene,
@@ -21,6 +20,7 @@ from data.fixtures import (
     write_vipseg,
     write_ytvis,
 )
+
 from tarvis_fast.config import Config, build_config
 from tarvis_fast.data.augment import crop_size, resize_labels
 from tarvis_fast.data.clips import VOS_CROP_FACTOR, ClipSource

@@ -6,14 +6,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers.own_data import make_scenes, own_datasets
 
-from data.fixtures import (
-    NUM_CLASSES,
-    make_scenes,
-    write_davis_folder,
-    write_vipseg,
-    write_ytvis,
-)
 from tarvis_fast.config import Config, build_config
 from tarvis_fast.data.loader import build_train_loader, collate_padded
 from tarvis_fast.data.sample import ClipSample
@@ -25,20 +19,7 @@ CHUNK = 2
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory) -> Config:
     root = tmp_path_factory.mktemp("mix")
-    scenes = make_scenes(2)
-    davis_images, davis_annotations = write_davis_folder(root / "davis", scenes)
-    vipseg_images, vipseg_info, vipseg_masks = write_vipseg(root / "vipseg", scenes)
-    resize = {"mode": "min_dim", "min_dims": [40, 48], "max_dim": 1333}
-    datasets = {
-        "MY_VOS": {"type": "vos", "training": {"layout": "davis_folder", "images": str(davis_images),
-                                               "annotations": str(davis_annotations), "image_resize": resize}},
-        "MY_VIS": {"type": "instance_seg", "num_classes": NUM_CLASSES, "training": {
-            "layout": "ytvis", "images": str(root / "ytvis" / "JPEGImages"),
-            "annotations": str(write_ytvis(root / "ytvis", scenes)), "image_resize": resize}},
-        "MY_VPS": {"type": "panoptic_seg", "num_classes": NUM_CLASSES, "training": {
-            "layout": "vipseg", "images": str(vipseg_images), "annotations": str(vipseg_info),
-            "masks": str(vipseg_masks), "image_resize": resize}},
-    }
+    datasets = own_datasets(root, make_scenes(2), [40, 48])
     training = {"dataset_list": list(datasets), "dataset_weights": [0.4, 0.3, 0.3], "batch_size": 4,
                 "num_iterations": 12, "sample_chunking_factor": CHUNK, "point_vos_task_sample_likelihood": 0.5}
     return build_config([("test", {"datasets": datasets, "training": training})])

@@ -4,7 +4,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from data.fixtures import make_scenes, write_davis_folder, write_panoptic_video, write_ytvis
+from helpers.own_data import (
+    make_scenes,
+    write_davis_folder,
+    write_panoptic_video,
+    write_ytvis,
+)
+
 from tarvis_fast.config import load_config
 from tarvis_fast.data.loader import build_train_loader
 from tarvis_fast.datasets import WORKSPACE_ENV

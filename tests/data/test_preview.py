@@ -6,8 +6,8 @@ import json
 import cv2
 import numpy as np
 import yaml
+from helpers.own_data import NUM_CLASSES, make_scenes, write_davis_folder, write_vipseg
 
-from data.fixtures import NUM_CLASSES, make_scenes, write_davis_folder, write_vipseg
 from tarvis_fast.data.preview import main
 from tarvis_fast.formats.rle import decode_rle
 

@@ -15,8 +15,14 @@ from tarvis_fast.config import LossConfig, TrainingConfig
 from tarvis_fast.data.targets import InstanceTargets, ObjectTargets, PanopticTargets
 from tarvis_fast.model.outputs import InstancePrediction, ObjectPrediction
 from tarvis_fast.training.losses import (
-    IGNORE_INDEX, NULL_CLASS_LOGIT, TarvisCriterion, eliminate_null_classes, mean_over_ranks, multiclass_dice,
-    sample_targets, semantic_map_from_instances,
+    IGNORE_INDEX,
+    NULL_CLASS_LOGIT,
+    TarvisCriterion,
+    eliminate_null_classes,
+    mean_over_ranks,
+    multiclass_dice,
+    sample_targets,
+    semantic_map_from_instances,
 )
 from tarvis_fast.training.point_sampling import RandomPoints, ReplayPoints
 

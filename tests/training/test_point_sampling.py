@@ -5,8 +5,13 @@ import pytest
 import torch
 
 from tarvis_fast.training.point_sampling import (
-    RandomPoints, ReplayPoints, candidate_shape, draw_uncertain_points, most_uncertain_points,
-    multiclass_uncertainty, point_sample,
+    RandomPoints,
+    ReplayPoints,
+    candidate_shape,
+    draw_uncertain_points,
+    most_uncertain_points,
+    multiclass_uncertainty,
+    point_sample,
 )
 
 

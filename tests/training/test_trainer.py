@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from data.fixtures import NUM_CLASSES, make_scenes, write_davis_folder, write_vipseg, write_ytvis
+from helpers.own_data import make_scenes, own_datasets
 from helpers.tiny import tiny_model
 
 from tarvis_fast.config import load_config, save_config
@@ -17,7 +17,12 @@ from tarvis_fast.model import load_model
 from tarvis_fast.tasks import Task
 from tarvis_fast.training import cli
 from tarvis_fast.training.checkpoint import load_checkpoint
-from tarvis_fast.training.optim import BACKBONE_LR_FACTOR, GRAD_CLIP_NORM, WEIGHT_DECAY, lr_factor
+from tarvis_fast.training.optim import (
+    BACKBONE_LR_FACTOR,
+    GRAD_CLIP_NORM,
+    WEIGHT_DECAY,
+    lr_factor,
+)
 from tarvis_fast.training.trainer import Trainer
 
 from .fake_data import FakeTrainLoader, fake_batch
@@ -151,20 +156,7 @@ def test_train_py_end_to_end_on_the_data_pipeline_and_infer_loads_the_result(tmp
     """The command line with nothing replaced: the real data loader (datasets in the YouTube-VIS, DAVIS and VIPSeg
     layouts from tests/data) and build_model (ResNet-50 with a small head). load_model, which infer.py uses, reads
     the checkpoint with the config.yaml the run wrote."""
-    scenes = make_scenes(2)
-    davis_images, davis_annotations = write_davis_folder(tmp_path / "davis", scenes)
-    vipseg_images, vipseg_info, vipseg_masks = write_vipseg(tmp_path / "vipseg", scenes)
-    resize = {"mode": "min_dim", "min_dims": [64], "max_dim": 1333}
-    datasets = {
-        "MY_VOS": {"type": "vos", "training": {"layout": "davis_folder", "images": str(davis_images),
-                                               "annotations": str(davis_annotations), "image_resize": resize}},
-        "MY_VIS": {"type": "instance_seg", "num_classes": NUM_CLASSES, "training": {
-            "layout": "ytvis", "images": str(tmp_path / "ytvis" / "JPEGImages"),
-            "annotations": str(write_ytvis(tmp_path / "ytvis", scenes)), "image_resize": resize}},
-        "MY_VPS": {"type": "panoptic_seg", "num_classes": NUM_CLASSES, "training": {
-            "layout": "vipseg", "images": str(vipseg_images), "annotations": str(vipseg_info),
-            "masks": str(vipseg_masks), "image_resize": resize}},
-    }
+    datasets = own_datasets(tmp_path, make_scenes(2), [64])
     model = {"hidden_dim": 32, "num_heads": 2, "decoder_layers": 1, "decoder_ffn_dim": 32, "neck_layers": 1,
              "neck_ffn_dim": 32, "object_encoder_layers": 1, "num_object_queries": 4}
     training = {**TEST_TRAINING, "num_iterations": 3, "batch_size": 1, "sample_chunking_factor": 1,

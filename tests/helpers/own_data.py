@@ -175,3 +175,21 @@ def write_burst(root: Path, scenes: list[Scene]) -> Path:
     path = root / "burst.json"
     burst.write_burst_annotations(path, "train", sequences)
     return path
+
+
+def own_datasets(root: Path, scenes: list[Scene], min_dims: list[int]) -> dict[str, dict]:
+    """The `datasets:` entries of a config training on `scenes` written in three own-data layouts under `root`:
+    MY_VOS (DAVIS folders), MY_VIS (YouTube-VIS json) and MY_VPS (VIPSeg), resized to `min_dims`."""
+    davis_images, davis_annotations = write_davis_folder(root / "davis", scenes)
+    vipseg_images, vipseg_info, vipseg_masks = write_vipseg(root / "vipseg", scenes)
+    resize = {"mode": "min_dim", "min_dims": min_dims, "max_dim": 1333}
+    return {
+        "MY_VOS": {"type": "vos", "training": {"layout": "davis_folder", "images": str(davis_images),
+                                               "annotations": str(davis_annotations), "image_resize": resize}},
+        "MY_VIS": {"type": "instance_seg", "num_classes": NUM_CLASSES, "training": {
+            "layout": "ytvis", "images": str(root / "ytvis" / "JPEGImages"),
+            "annotations": str(write_ytvis(root / "ytvis", scenes)), "image_resize": resize}},
+        "MY_VPS": {"type": "panoptic_seg", "num_classes": NUM_CLASSES, "training": {
+            "layout": "vipseg", "images": str(vipseg_images), "annotations": str(vipseg_info),
+            "masks": str(vipseg_masks), "image_resize": resize}},
+    }
