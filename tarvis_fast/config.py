@@ -155,6 +155,7 @@ class TrainingConfig:
     batch_size: int = 8  # global, across GPUs and gradient-accumulation steps
     clip_length: int = 3
     base_lr: float = 1e-4
+    backbone_lr_factor: float = 0.1  # the per-frame backbone's LR is base_lr times this (SPEC §5.4)
     num_iterations: int = 0
     lr_decay_steps: list[int] = field(default_factory=list)
     lr_decay_rates: list[float] = field(default_factory=list)

@@ -16,13 +16,12 @@ from torch.optim.lr_scheduler import LambdaLR
 from tarvis_fast.config import TrainingConfig
 
 WEIGHT_DECAY = 0.05        # AdamW weight decay of every group that has one
-BACKBONE_LR_FACTOR = 0.1   # the per-frame backbone trains at a tenth of the base LR
 GRAD_CLIP_NORM = 0.01      # full-model gradient-norm clipping (all parameters jointly)
 
 
 def build_optimizer(model: nn.Module, training: TrainingConfig) -> torch.optim.AdamW:
     """AdamW (torch defaults for betas and eps) on the model's four parameter groups (`TarViS.param_groups`)."""
-    groups = model.param_groups(training.base_lr, WEIGHT_DECAY, BACKBONE_LR_FACTOR)  # type: ignore[operator]
+    groups = model.param_groups(training.base_lr, WEIGHT_DECAY, training.backbone_lr_factor)  # type: ignore[operator]
     return torch.optim.AdamW(groups, lr=training.base_lr, weight_decay=WEIGHT_DECAY)
 
 

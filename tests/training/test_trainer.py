@@ -18,7 +18,6 @@ from tarvis_fast.tasks import Task
 from tarvis_fast.training import cli
 from tarvis_fast.training.checkpoint import load_checkpoint
 from tarvis_fast.training.optim import (
-    BACKBONE_LR_FACTOR,
     GRAD_CLIP_NORM,
     WEIGHT_DECAY,
     lr_factor,
@@ -62,7 +61,10 @@ def make_trainer(tmp_path: Path, amp_dtype: torch.dtype | None = None, **trainin
 def test_optimizer_groups_follow_the_model(tmp_path):
     trainer = make_trainer(tmp_path, base_lr=2e-4)
     groups = {g["name"]: g for g in trainer.optimizer.param_groups}
-    assert groups["backbone"]["lr"] == pytest.approx(2e-4 * BACKBONE_LR_FACTOR)
+    assert groups["backbone"]["lr"] == pytest.approx(2e-4 * 0.1)  # the original's backbone factor, the default
+    (tmp_path / "other").mkdir()
+    from_scratch = make_trainer(tmp_path / "other", base_lr=2e-4, backbone_lr_factor=1.0)
+    assert {g["name"]: g["lr"] for g in from_scratch.optimizer.param_groups}["backbone"] == pytest.approx(2e-4)
     assert groups["head"]["lr"] == pytest.approx(2e-4) and groups["head"]["weight_decay"] == WEIGHT_DECAY
     assert groups["head_no_decay"]["weight_decay"] == 0.0
     assert isinstance(trainer.optimizer, torch.optim.AdamW)
@@ -76,7 +78,7 @@ def test_lr_warms_up_linearly_then_decays_in_steps(tmp_path):
     trainer = make_trainer(tmp_path, lr_warmup_iterations=4)
     for step in range(3):
         assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(trainer.cfg.training.base_lr *
-                                                                         BACKBONE_LR_FACTOR * step / 4)
+                                                                         0.1 * step / 4)
         trainer.scheduler.step()
 
 
