@@ -20,42 +20,29 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
-from PIL import Image
 
 from tarvis_fast.data.augment import IGNORE
 from tarvis_fast.formats import burst, davis, panoptic, vipseg_train, ytvis
+from tarvis_fast.formats.image import IMAGE_SUFFIXES, image_size, read_image
 from tarvis_fast.formats.rle import RLE, decode_rle, rle_area
 from tarvis_fast.formats.video_json import VideoSequence, read_video_json
 from tarvis_fast.tasks import Task
 
 BURST_MIN_MASK_AREA = 100  # the original's BURST mapper drops smaller masks
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 class DataError(ValueError):
     """Training data is unusable; the message names the file and the problem."""
 
 
-def read_image(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 BGR, as cv2 reads it; DataError naming the file when missing or not of `size` (H, W)."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"{path}: image not found or not readable")
+def read_frame(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 BGR, as cv2 reads it; DataError naming the file when missing, truncated or not of `size`."""
+    image = read_image(path, DataError)
     if size is not None and image.shape[:2] != tuple(size):
         raise DataError(f"{path}: image is {image.shape[0]}x{image.shape[1]} (HxW) but its annotation is "
                         f"{size[0]}x{size[1]}")
     return image
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(H, W) of an image from its header alone (the folder layouts learn their frame size without decoding)."""
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except OSError:
-        raise DataError(f"{path}: image not found or not readable") from None
 
 
 @dataclass
@@ -78,7 +65,7 @@ class Video(ABC):
 
     def load_images(self, frames: Sequence[int]) -> np.ndarray:
         """(T, H, W, 3) uint8 BGR."""
-        return np.stack([read_image(self.images[t], self.size) for t in frames])
+        return np.stack([read_frame(self.images[t], self.size) for t in frames])
 
     @abstractmethod
     def load_masks(self, frames: Sequence[int], ids: Sequence[int]) -> np.ndarray:
@@ -285,7 +272,7 @@ def _vipseg(task: Task, images: Path, annotations: Path, masks: Path | None) -> 
     videos = []
     for entry in entries:
         first = _image_beside(images / entry.name, entry.filenames[0])
-        size = image_size(first)
+        size = image_size(first, DataError)
         videos.append(PanopticPngVideo(
             entry.name, size, tuple(images / entry.name / f"{f}{first.suffix}" for f in entry.filenames),
             entry.frame_instances, {v: vipseg_train.thing_class(v) + 1 for v in entry.instance_ids},
@@ -305,7 +292,7 @@ def _panoptic_video(task: Task, images: Path, annotations: Path, masks: Path | N
     videos = []
     for video in dataset.videos:
         frames = tuple(_image_beside(images / video.name, Path(f.name).stem) for f in video.frames)
-        size = image_size(frames[0])
+        size = image_size(frames[0], DataError)
         things = {s.id: label_of[s.category_id] + 1 for f in video.frames for s in f.segments
                   if dataset.categories[s.category_id].isthing}
         stuff = {s.id: label_of[s.category_id] for f in video.frames for s in f.segments

@@ -47,12 +47,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from tarvis_fast.config import Config
 from tarvis_fast.datasets import BENCHMARKS, WORKSPACE_ENV, dataset_info, vocabulary
 from tarvis_fast.formats.burst import BurstSequence, read_burst_annotations
 from tarvis_fast.formats.davis import VOID_ID, read_label_png
+from tarvis_fast.formats.image import image_size
 from tarvis_fast.formats.kitti_step import VAL_SEQUENCES as KITTI_STEP_VAL_SEQUENCES
 from tarvis_fast.formats.panoptic import read_image_list, read_vipseg_video_list
 from tarvis_fast.formats.rle import decode_rle
@@ -91,15 +91,6 @@ def _flag(key: str) -> str:
 
 def _hint(key: str) -> str:
     return f"point {_flag(key)} elsewhere"
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    """(H, W) from an image's header."""
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except (OSError, ValueError) as err:
-        raise BenchmarkDataError(f"{path}: not a readable image ({err})") from None
 
 
 def _unique_names(sequences: list[SequenceInfo], source: Path) -> list[SequenceInfo]:
@@ -172,7 +163,7 @@ def _read_davis(paths: Mapping[str, Path], settings: _Settings) -> list[Sequence
         strays = [png.name for png in pngs if png.stem not in frame_of]
         if strays:
             raise BenchmarkDataError(f"{annotation_dir}: annotations {strays[:3]} have no frame in {image_dir}")
-        height, width = _image_size(pngs[0])
+        height, width = image_size(pngs[0], BenchmarkDataError)
         sequences.append(SequenceInfo(
             name=name, frames=frames, frame_names=[f.stem for f in frames], height=height, width=width,
             references=_davis_references(pngs, frame_of, (height, width)),
@@ -249,7 +240,7 @@ def _read_kitti_step(paths: Mapping[str, Path], settings: _Settings) -> list[Seq
             raise BenchmarkDataError(f"{folder}: KITTI-STEP sequence {name} must hold exactly the frames "
                                      f"{expected[0]} ... {expected[-1]} ({len(expected)}), found {len(frames)} PNGs "
                                      f"(images: {_flag('images')})")
-        height, width = _image_size(frames[0])
+        height, width = image_size(frames[0], BenchmarkDataError)
         sequences.append(SequenceInfo(name=name, frames=frames, frame_names=[f.stem for f in frames],
                                       height=height, width=width))
     return sequences

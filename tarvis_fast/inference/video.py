@@ -27,14 +27,12 @@ from tarvis_fast.datasets import vocabularies
 from tarvis_fast.datasets import vocabulary as get_vocabulary
 from tarvis_fast.formats.atomic import PendingFile, atomic_open
 from tarvis_fast.formats.davis import DAVIS_PALETTE, write_label_png
+from tarvis_fast.formats.image import IMAGE_SUFFIXES, read_image
 from tarvis_fast.formats.jsonfile import json_field, json_list, read_json
 from tarvis_fast.formats.rle import decode_rle, encode_rle
 from tarvis_fast.formats.run_record import RUN_JSON
 from tarvis_fast.tasks import Task
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-JPEG_SUFFIXES = (".jpg", ".jpeg")
-JPEG_END_MARKER = b"\xff\xd9"
 MASKS_DIR, MASKS_JSON, OVERLAY_VIDEO = "masks", "masks.json", "overlay.mp4"
 
 FrameInput = str | os.PathLike | Sequence[np.ndarray] | Iterable[np.ndarray]
@@ -94,29 +92,7 @@ def _checked(frames: Iterable[np.ndarray], source: str) -> Iterator[np.ndarray]:
 
 def read_image_rgb(path: Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB; raises naming the file if it cannot be read or is a truncated JPEG."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"{path}: cannot read the image")
-    if path.suffix.lower() in JPEG_SUFFIXES:
-        _check_jpeg_complete(path)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def _check_jpeg_complete(path: Path) -> None:
-    """cv2 decodes a truncated JPEG as far as it goes, greys the rest and only lets libjpeg print a warning, so a
-    cut-off frame would be segmented as if it were whole. A complete JPEG ends with the end-of-image marker
-    (FF D9); a file that does not (some writers append data after it) is decoded again by PIL, which raises on
-    truncation."""
-    with open(path, "rb") as handle:
-        handle.seek(max(0, path.stat().st_size - 64))
-        tail = handle.read().rstrip(b"\x00")  # some writers pad with zeros
-    if tail.endswith(JPEG_END_MARKER):
-        return
-    try:
-        with Image.open(path) as image:
-            image.load()
-    except (OSError, SyntaxError) as err:  # PIL raises SyntaxError for some broken headers
-        raise ValueError(f"{path}: truncated or corrupt JPEG ({err})") from None
+    return cv2.cvtColor(read_image(path), cv2.COLOR_BGR2RGB)
 
 
 def _folder_frames(paths: list[Path]) -> Iterator[np.ndarray]:
