@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,7 +55,8 @@ def _main(argv: list[str]) -> int:
     check_device_name("--device", args.device)
     check_device_available("--device", args.device)
 
-    # SIGTERM (a service manager, `kill`) stops the server as Ctrl-C does, so that the temporary folder goes too.
+    # SIGTERM (a service manager, `kill`) interrupts the loading as Ctrl-C does, so that the temporary folder goes
+    # too; once serving, either signal stops the server and the command ends normally.
     signal.signal(signal.SIGTERM, _interrupt)
     with tempfile.TemporaryDirectory(prefix="tarvis-app-") as folder:
         workdir = Path(folder)
@@ -67,13 +69,18 @@ def _main(argv: list[str]) -> int:
         predictor = VideoPredictor.from_checkpoint(args.checkpoint, config=cfg, device=args.device, amp=args.amp)
         options = {"min_dim": args.min_dim} if args.min_dim is not None else {}
         settings = AppSettings(max_upload_mb=args.max_upload_mb, segment_options=options)
-        serve(build_app(predictor, workdir, settings), workdir, host=args.host, port=args.port,
-              max_upload_mb=args.max_upload_mb)
+        demo = build_app(predictor, workdir, settings)
+        # A flag rather than an exception: a signal that lands while Gradio is still starting up (after the page
+        # answers, before launch() returns) must not escape from inside its start-up code.
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+        serve(demo, workdir, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, until=stop)
     return 0
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # Gradio's serving loop closes the server on it and returns
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

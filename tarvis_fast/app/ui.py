@@ -8,6 +8,7 @@ that it is also an API endpoint, `/run`, which `gradio_client` calls as the test
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,10 +202,18 @@ def build_app(predictor: VideoPredictor, workdir: Path, settings: AppSettings = 
 
 
 def serve(demo: gr.Blocks, workdir: Path, *, host: str, port: int | None, max_upload_mb: float,
-          block: bool = True) -> str:
-    """Serve the page at host:port (None: the first free port from 7860); returns its URL. `block` waits until
-    the server stops (Ctrl-C)."""
+          until: threading.Event | None = None) -> str:
+    """Serve the page at host:port (None: the first free port from 7860); returns its URL. With `until`, serve
+    until that event is set (a signal handler sets it), then close the server; without, return at once."""
     _, url, _ = demo.launch(server_name=host, server_port=port, allowed_paths=[str(workdir)],
-                            max_file_size=f"{max_upload_mb:g}mb", prevent_thread_lock=not block, ssr_mode=False,
-                            quiet=not block)
+                            max_file_size=f"{max_upload_mb:g}mb", prevent_thread_lock=True, ssr_mode=False,
+                            quiet=until is None)
+    if until is not None:
+        # Polled rather than one long wait: the main thread must get back to the interpreter for the signal
+        # handler that sets the event to run.
+        try:
+            while not until.wait(0.2):
+                pass
+        finally:
+            demo.close()
     return url

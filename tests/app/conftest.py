@@ -42,7 +42,7 @@ def server(app_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     with pytest.MonkeyPatch.context() as env:  # Gradio's copies of files into workdir too, as the app's own
         env.setenv("GRADIO_TEMP_DIR", str(workdir / "gradio"))
         demo = build_app(VideoPredictor.from_checkpoint(app_checkpoint), workdir, settings)
-        url = serve(demo, workdir, host="127.0.0.1", port=free_port(), max_upload_mb=MAX_UPLOAD_MB, block=False)
+        url = serve(demo, workdir, host="127.0.0.1", port=free_port(), max_upload_mb=MAX_UPLOAD_MB)
         try:
             yield Server(url, workdir)
         finally:

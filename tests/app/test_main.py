@@ -43,7 +43,8 @@ def test_a_bad_start_is_one_line_and_exit_2(argv, message, corrupt, app_checkpoi
 
 
 @pytest.mark.slow
-def test_serves_on_localhost_and_cleans_up(app_checkpoint, tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_serves_on_localhost_and_cleans_up(stop_signal, app_checkpoint, tmp_path):
     port = free_port()
     env = {**os.environ, "TMPDIR": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False"}
     process = subprocess.Popen([sys.executable, "-m", "tarvis_fast.app", str(app_checkpoint), "--port", str(port)],
@@ -60,7 +61,7 @@ def test_serves_on_localhost_and_cleans_up(app_checkpoint, tmp_path):
                 time.sleep(0.5)
         assert [p.name.startswith("tarvis-app-") for p in tmp_path.iterdir()] == [True]
     finally:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(stop_signal)
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
     assert f"http://127.0.0.1:{port}" in output
