@@ -170,7 +170,7 @@ class TrainingConfig:
     pretrained_backbone: str | None = None
     sample_chunking_factor: int = 8
     num_sampled_points_for_mask_loss: int = 12544
-    point_vos_task_sample_likelihood: float = 0.3
+    point_vos_task_sample_likelihood: float = 0.3  # per VOS object: given by its point (PET) instead of its mask
     pretraining: bool = False
     pretrain_image_size: tuple[int, int] = (512, 512)
     pretrain_task_weights: PretrainTaskWeights = field(default_factory=PretrainTaskWeights)

@@ -6,12 +6,14 @@
     print(loader.report())                           # unusable samples that were retried
 
 The task-aware schedule (SPEC §5.2): iterations come in chunks of `sample_chunking_factor`; a chunk draws one dataset
-(by `dataset_weights`), one task (its type; a VOS dataset gives PET with `point_vos_task_sample_likelihood`; image
-datasets when pre-training draw it by `pretrain_task_weights`) and, for VOS/PET of a video dataset, one object count
-(a pseudo-video takes every object of its reference frame, up to 32 // queries per object, and a micro-batch keeps
-as many as its clip with the fewest, as the original). Every rank and micro-step of the chunk uses them. A clip is
-drawn with a generator seeded by (seed, iteration, micro_step, rank, index in the micro-batch) alone, so resuming at
-iteration k, or changing the number of workers, gives the same data.
+(by `dataset_weights`), one task (its type; image datasets when pre-training draw it by `pretrain_task_weights`) and,
+for VOS of a video dataset, one object count (a pseudo-video takes every object of its reference frame, up to
+32 // queries per object, and a micro-batch keeps as many as its clip with the fewest, as the original). Every rank
+and micro-step of the chunk uses them. PET is trained inside VOS batches, as the original's object encoder does it:
+each micro-step, every object is given by its point instead of its mask with `point_vos_task_sample_likelihood`, and
+the batch gives that many of its last objects by their points (the same count on every rank). A clip is drawn with
+a generator seeded by (seed, iteration, micro_step, rank, index in the micro-batch) alone, so resuming at iteration
+k, or changing the number of workers, gives the same data.
 """
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ from tarvis_fast.data.sample import ClipSample, TrainingBatch, collate
 from tarvis_fast.data.sources import build_source
 from tarvis_fast.tasks import Task
 
-_PLAN_STREAM, _SAMPLE_STREAM = 1, 2  # keep the schedule's and the samples' random streams apart
+_PLAN_STREAM, _SAMPLE_STREAM, _POINT_STREAM = 1, 2, 3  # keep the random streams of the schedule apart
+MAX_POINT_FLAGS = 32  # >= any VOS object count: the model holds at most 32 object queries (SPEC §5.2)
 _PAD_IMAGE = 128  # the model pads images with grey (SPEC §2.1); a batch of clips of several sizes is padded alike
 
 
@@ -40,7 +43,18 @@ class BatchPlan:
 
     dataset: str
     task: Task
-    num_objects: int | None = None   # VOS/PET only
+    num_objects: int | None = None      # VOS: the chunk's object count (None for pseudo-videos: known after trimming)
+    point_flags: tuple[bool, ...] = ()  # VOS: whether the i-th object counts towards the point objects
+
+    def num_point_objects(self, num_objects: int) -> int:
+        """How many of a VOS micro-batch's `num_objects` objects (its last ones) are given by their points."""
+        return sum(self.point_flags[:num_objects])
+
+    @property
+    def sample_task(self) -> Task:
+        """The task its clips are drawn for: PET (clips with points) when some object may be given by its point."""
+        limit = MAX_POINT_FLAGS if self.num_objects is None else self.num_objects
+        return Task.PET if self.task is Task.VOS and self.num_point_objects(limit) else self.task
 
 
 class Schedule:
@@ -58,7 +72,7 @@ class Schedule:
         self.chunk, self.pet_likelihood, self.seed = chunk, pet_likelihood, seed
         self.pretrain_task_weights = pretrain_task_weights
 
-    def plan(self, iteration: int) -> BatchPlan:
+    def plan(self, iteration: int, micro_step: int = 0) -> BatchPlan:
         rng = np.random.default_rng([self.seed, _PLAN_STREAM, iteration // self.chunk])
         name = self.names[int(rng.choice(len(self.names), p=self.probabilities))]
         source = self.sources[name]
@@ -67,12 +81,14 @@ class Schedule:
             tasks = list(self.pretrain_task_weights)
             weights = np.asarray([self.pretrain_task_weights[t] for t in tasks], np.float64)
             task = tasks[int(rng.choice(len(tasks), p=weights / weights.sum()))]
-        if task is Task.VOS and rng.random() < self.pet_likelihood:
-            task = Task.PET
+        if task is not Task.VOS:
+            return BatchPlan(name, task)
         # pseudo-videos take every object of their reference frame (the micro-batch is trimmed to its smallest count)
-        guided = task.guided_by_objects and not source.pseudo_video
-        num_objects = int(rng.choice(source.object_counts())) if guided else None
-        return BatchPlan(name, task, num_objects)
+        num_objects = None if source.pseudo_video else int(rng.choice(source.object_counts()))
+        # per micro-step, as the original draws them per forward call; the same on every rank
+        points = np.random.default_rng([self.seed, _POINT_STREAM, iteration, micro_step])
+        flags = tuple(bool(f) for f in points.random(MAX_POINT_FLAGS) < self.pet_likelihood)
+        return BatchPlan(name, task, num_objects, flags)
 
 
 @dataclass(frozen=True)
@@ -91,9 +107,10 @@ class _Clips(Dataset):
     def __init__(self, sources: Mapping[str, ClipSource], rank: int, seed: int):
         self.sources, self.rank, self.seed = sources, rank, seed
 
-    def __getitem__(self, key: SampleKey) -> ClipSample:
+    def __getitem__(self, key: SampleKey) -> tuple[BatchPlan, ClipSample]:
+        """The key's plan (which the collate function needs) and its clip."""
         rng = np.random.default_rng([self.seed, _SAMPLE_STREAM, key.iteration, key.micro_step, self.rank, key.index])
-        return self.sources[key.plan.dataset].sample(rng, key.plan.task, key.plan.num_objects)
+        return key.plan, self.sources[key.plan.dataset].sample(rng, key.plan.sample_task, key.plan.num_objects)
 
 
 def _pad(sample: ClipSample, height: int, width: int) -> ClipSample:
@@ -112,15 +129,23 @@ def _pad(sample: ClipSample, height: int, width: int) -> ClipSample:
                       sample.classes, grow(sample.semantic, 0), grow(sample.ignore, True), points, sample.meta)
 
 
-def collate_padded(samples: Sequence[ClipSample]) -> TrainingBatch:
+def collate_padded(samples: Sequence[ClipSample], plan: BatchPlan | None = None) -> TrainingBatch:
     """`collate` after padding the clips to the largest height and width among them; VOS/PET clips of pseudo-videos
-    (whose object counts differ) keep the first objects of each, as many as the clip with the fewest has."""
+    (whose object counts differ) keep the first objects of each, as many as the clip with the fewest has. With a VOS
+    `plan`, its point flags say how many of the last objects are given by their points."""
+    num_point_objects = None
     if samples[0].task.guided_by_objects:
         fewest = min(s.num_objects for s in samples)
         samples = [trim_objects(s, fewest) for s in samples]
+        if plan is not None and plan.task is Task.VOS:
+            num_point_objects = plan.num_point_objects(fewest)
     height = max(s.images.shape[2] for s in samples)
     width = max(s.images.shape[3] for s in samples)
-    return collate([_pad(s, height, width) for s in samples])
+    return collate([_pad(s, height, width) for s in samples], num_point_objects=num_point_objects)
+
+
+def _collate_planned(items: Sequence[tuple[BatchPlan, ClipSample]]) -> TrainingBatch:
+    return collate_padded([sample for _, sample in items], items[0][0])
 
 
 def _init_worker(_: int) -> None:
@@ -137,7 +162,7 @@ class _Keys:
 
     def __iter__(self) -> Iterator[list[SampleKey]]:
         for iteration, micro_step in self.loader.steps():
-            plan = self.loader.schedule.plan(iteration)
+            plan = self.loader.schedule.plan(iteration, micro_step)
             yield [SampleKey(plan, iteration, micro_step, i) for i in range(self.loader.micro_batch_size)]
 
     def __len__(self) -> int:
@@ -169,7 +194,7 @@ class TrainLoader:
         # Workers start from a fresh interpreter ("forkserver"): a worker forked from a process whose OpenCV or
         # OpenMP thread pools have run can deadlock in its first call into them (seen: cv2.setNumThreads).
         loader = DataLoader(_Clips(self.sources, self.rank, self.seed), batch_sampler=_Keys(self),
-                            num_workers=self.num_workers, collate_fn=collate_padded,
+                            num_workers=self.num_workers, collate_fn=_collate_planned,
                             worker_init_fn=_init_worker if workers else None,
                             multiprocessing_context="forkserver" if workers else None)
         for (iteration, micro_step), batch in zip(self.steps(), loader):

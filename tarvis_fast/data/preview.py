@@ -4,9 +4,10 @@ ids, class names, PET points, ignore regions hatched) and `sample_XXXX.json`:
 
     {"dataset", "task", "source" (video id), "frames" (source frame indices), "flipped", "size": [H, W],
      "targets": [{"class": the dataset's category id (null for VOS/PET), "name", "masks": [COCO RLE per frame],
-                  "point": [y, x] normalised (PET only)}]}
+                  "point": [y, x] normalised (objects given by their point only)}]}
 
-Clips are drawn as training draws them (task, object count, augmentation), from a generator seeded by (S, index).
+Clips are drawn as training draws them (task, object count, augmentation, and for VOS each object given by its point
+with the PET likelihood, these being the last objects), from a generator seeded by (S, index).
 """
 from __future__ import annotations
 
@@ -34,14 +35,15 @@ _HATCH_STEP = 8
 _GAP = 4  # pixels between frames in the strip
 
 
-def draw_sample(source: ClipSource, rng: np.random.Generator, pet_likelihood: float) -> ClipSample:
-    """One clip as training would draw it from `source`: its task (VOS sources: PET with `pet_likelihood`) and, for
-    VOS/PET, a random object count."""
-    task = source.task
-    if task is Task.VOS and rng.random() < pet_likelihood:
-        task = Task.PET
-    num_objects = int(rng.choice(source.object_counts())) if task.guided_by_objects else None
-    return source.sample(rng, task, num_objects)
+def draw_sample(source: ClipSource, rng: np.random.Generator, pet_likelihood: float) -> tuple[ClipSample, int]:
+    """One clip as training would draw it from `source`, and how many of its objects (the last ones) are given by
+    their points: for VOS, a random object count, each object a point object with `pet_likelihood`."""
+    if not source.task.guided_by_objects:
+        return source.sample(rng, source.task), 0
+    num_objects = int(rng.choice(source.object_counts()))
+    num_points = int((rng.random(num_objects) < pet_likelihood).sum())
+    sample = source.sample(rng, Task.PET if num_points else Task.VOS, num_objects)
+    return sample, min(num_points, sample.num_objects)
 
 
 def _label(sample: ClipSample, source: ClipSource, index: int) -> tuple[int | None, str | None]:
@@ -57,8 +59,9 @@ def _caption(sample: ClipSample, source: ClipSource, index: int) -> str:
     return f"#{sample.meta['instance_ids'][index]}" + (f" {name}" if name else "")
 
 
-def render(sample: ClipSample, captions: Sequence[str]) -> np.ndarray:
-    """(H, T * (W + gap), 3) uint8 BGR strip of the clip's frames with its targets drawn on."""
+def render(sample: ClipSample, captions: Sequence[str], num_points: int = 0) -> np.ndarray:
+    """(H, T * (W + gap), 3) uint8 BGR strip of the clip's frames with its targets drawn on, and on frame 0 the
+    points of its last `num_points` objects."""
     frames = sample.images.permute(0, 2, 3, 1).numpy()[..., ::-1].astype(np.float32)  # (T, H, W, 3) BGR
     masks = sample.masks.numpy()
     colours = DAVIS_PALETTE[1:][:, ::-1].astype(np.float32)  # object i: the DAVIS colour of id i + 1, in BGR
@@ -76,25 +79,29 @@ def render(sample: ClipSample, captions: Sequence[str]) -> np.ndarray:
                 rows, cols = np.nonzero(masks[i, t])
                 origin = (int(cols.mean()), int(rows.mean()))
                 cv2.putText(frame, caption, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
-        if sample.points is not None and t == 0:
-            for y, x in sample.points.tolist():
+        if num_points and t == 0:
+            for y, x in sample.points[sample.num_objects - num_points:].tolist():
                 cv2.circle(frame, (int(x * w), int(y * h)), 5, (0, 255, 255), -1)
                 cv2.circle(frame, (int(x * w), int(y * h)), 5, (0, 0, 0), 1)
     gap = np.zeros((h, _GAP, 3), np.uint8)
     return np.concatenate([part for frame in out for part in (frame, gap)][:-1], axis=1)
 
 
-def describe(sample: ClipSample, source: ClipSource) -> dict[str, Any]:
-    """The sample's json (see the module docstring)."""
+def describe(sample: ClipSample, source: ClipSource, num_points: int = 0) -> dict[str, Any]:
+    """The sample's json (see the module docstring); its last `num_points` objects are given by their points."""
     targets = []
+    first_point = sample.num_objects - num_points
     for i, object_masks in enumerate(sample.masks.numpy()):
         category, name = _label(sample, source, i)
         target: dict[str, Any] = {"class": category, "name": name, "masks": [encode_rle(m) for m in object_masks]}
-        if sample.points is not None:
+        if i >= first_point:
             target["point"] = sample.points[i].tolist()
         targets.append(target)
     meta = sample.meta
-    return {"dataset": sample.dataset, "task": sample.task.short_name, "source": meta["source"],
+    task = sample.task
+    if task.guided_by_objects:  # as a training batch names it: PET when every object is given by its point
+        task = Task.PET if num_points == sample.num_objects else Task.VOS
+    return {"dataset": sample.dataset, "task": task.short_name, "source": meta["source"],
             "frames": list(meta["frames"]), "flipped": bool(meta["flipped"]), "size": list(meta["size"]),
             "targets": targets}
 
@@ -104,16 +111,16 @@ def write_previews(source: ClipSource, out: Path, samples: int, seed: int, pet_l
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for index in range(samples):
-        sample = draw_sample(source, np.random.default_rng([seed, index]), pet_likelihood)
+        sample, num_points = draw_sample(source, np.random.default_rng([seed, index]), pet_likelihood)
         captions = [_caption(sample, source, i) for i in range(sample.num_objects)]
-        ok, png = cv2.imencode(".png", render(sample, captions))
+        ok, png = cv2.imencode(".png", render(sample, captions, num_points))
         if not ok:
             raise RuntimeError(f"{out}: PNG encoding of sample {index} failed")
         with atomic_open(out / f"sample_{index:04d}.png", "wb") as handle:
             handle.write(png.tobytes())
         path = out / f"sample_{index:04d}.json"
         with atomic_open(path, "w") as handle:
-            json.dump(describe(sample, source), handle)
+            json.dump(describe(sample, source, num_points), handle)
         written.append(path)
     return written
 

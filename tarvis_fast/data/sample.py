@@ -7,7 +7,8 @@ A sample is one augmented clip at the training size. Its targets are per task:
 - VIS: `masks` (N, T, H, W) instance masks and `classes` (N,) in 1..C;
 - VPS: the same for the thing instances, plus `semantic` (T, H, W) in 0..C-1 and `ignore` (T, H, W);
 - VOS / PET: `masks` (N, T, H, W) of the N given objects; the clip's frame 0 is the reference frame (SPEC §5.2), whose
-  masks (VOS) or points (PET, `points` (N, 2) normalised (y, x) pixel centres) the network is given.
+  masks (VOS) or points (PET, `points` (N, 2) normalised (y, x) pixel centres) the network is given. A batch of PET
+  clips may give some objects by their masks too (`collate`'s `num_point_objects`): training mixes the two.
 
 This module is the contract between the data pipeline and the trainer: it imports torch and the neutral rooms only.
 """
@@ -79,9 +80,12 @@ class TrainingBatch:
     """One micro-batch of one dataset and task, ready for the network and the losses.
 
     images:           (B, T, 3, H, W) float32 RGB 0..255, what `TarViS.forward` takes
-    targets:          the task's typed targets (`data.targets`)
-    reference_masks:  VOS: (B, N, 1, H, W) bool masks of the objects on frame 0; None otherwise
-    reference_points: PET: (B, N, 2) normalised (y, x) of each object's point on frame 0; None otherwise
+    targets:          the task's typed targets (`data.targets`); VOS/PET: the masks of all N objects
+    reference_masks:  VOS: (B, N_mask, 1, H, W) bool masks on frame 0 of the first N_mask objects; None when none
+    reference_points: VOS/PET: (B, N - N_mask, 2) normalised (y, x) on frame 0 of the remaining objects, each given
+                      by its point; None when none
+    The model returns the objects in this order too: mask objects, then point objects. `task` is PET when every
+    object is given by its point, else VOS.
     meta:             each sample's `ClipSample.meta`
     """
 
@@ -98,8 +102,12 @@ class TrainingBatch:
         return self.images.shape[0]
 
 
-def collate(samples: Sequence[ClipSample]) -> TrainingBatch:
-    """Stack samples of one dataset and task into a batch; VOS/PET samples must have the same object count."""
+def collate(samples: Sequence[ClipSample], num_point_objects: int | None = None) -> TrainingBatch:
+    """Stack samples of one dataset and task into a batch; VOS/PET samples must have the same object count.
+
+    num_point_objects: VOS/PET: how many of the objects, the last ones, are given by their points (PET samples carry
+                       them); None: all for PET samples, none for VOS samples.
+    """
     if not samples:
         raise ValueError("collate needs at least one sample")
     first = samples[0]
@@ -117,11 +125,17 @@ def collate(samples: Sequence[ClipSample]) -> TrainingBatch:
         if len(counts) > 1:
             raise ValueError(f"VOS/PET samples of one batch need one object count, got {sorted(counts)}")
         masks = torch.stack([s.masks for s in samples])
-        if first.task is Task.PET:
-            return TrainingBatch(first.dataset, first.task, images, ObjectTargets(masks),
-                                 reference_points=torch.stack([s.points for s in samples]), meta=meta)
-        return TrainingBatch(first.dataset, first.task, images, ObjectTargets(masks),
-                             reference_masks=masks[:, :, :1], meta=meta)
+        count = masks.shape[1]
+        if num_point_objects is None:
+            num_point_objects = count if first.task is Task.PET else 0
+        if not 0 <= num_point_objects <= count or (num_point_objects and first.task is not Task.PET):
+            raise ValueError(f"{first.dataset}: {num_point_objects} point objects of {count} need as many objects "
+                             f"in PET samples (which carry points), got {first.task.short_name} samples")
+        num_mask_objects = count - num_point_objects
+        points = torch.stack([s.points for s in samples])[:, num_mask_objects:] if num_point_objects else None
+        return TrainingBatch(first.dataset, Task.VOS if num_mask_objects else Task.PET, images, ObjectTargets(masks),
+                             reference_masks=masks[:, :num_mask_objects, :1] if num_mask_objects else None,
+                             reference_points=points, meta=meta)
     instances = InstanceTargets(tuple(s.masks for s in samples), tuple(s.classes for s in samples))
     if first.task is Task.VIS:
         return TrainingBatch(first.dataset, first.task, images, instances, meta=meta)

@@ -54,14 +54,16 @@ def step_seed(seed: int, iteration: int, slot: int) -> int:
 
 
 def object_references(batch: TrainingBatch) -> ObjectReferences | None:
-    """The network's VOS/PET references: each object's mask (VOS) or point (PET) on the clip's frame 0."""
-    if batch.reference_masks is not None:
-        return ObjectReferences(masks=batch.reference_masks,
-                                mask_frames=torch.zeros(1, dtype=torch.int64, device=batch.images.device))
-    if batch.reference_points is not None:
-        frames = torch.zeros(batch.reference_points.shape[:2], dtype=torch.int64, device=batch.images.device)
-        return ObjectReferences(points=batch.reference_points, point_frames=frames)
-    return None
+    """The network's VOS/PET references: each object's mask (VOS) or point (PET) on the clip's frame 0; a batch may
+    give some objects by masks and the rest by points."""
+    if not batch.task.guided_by_objects:
+        return None
+    device = batch.images.device
+    masks, points = batch.reference_masks, batch.reference_points
+    return ObjectReferences(
+        masks=masks, mask_frames=None if masks is None else torch.zeros(1, dtype=torch.int64, device=device),
+        points=points,
+        point_frames=None if points is None else torch.zeros(points.shape[:2], dtype=torch.int64, device=device))
 
 
 def to_device(value: Any, device: torch.device) -> Any:

@@ -1,5 +1,6 @@
-"""The loader: one dataset, task and object count per chunk on every rank; the same batches after a resume and with
-workers; accumulation steps from the flags; padding of clips of several sizes into one batch."""
+"""The loader: one dataset, task and object count per chunk on every rank; PET mixed into VOS batches per object;
+the same batches after a resume and with workers; accumulation steps from the flags; padding of clips of several
+sizes into one batch."""
 from __future__ import annotations
 
 import cv2
@@ -10,6 +11,7 @@ from helpers.own_data import make_scenes, own_datasets
 
 from tarvis_fast.config import Config, build_config
 from tarvis_fast.data.loader import build_train_loader, collate_padded
+from tarvis_fast.data.points import points_from_masks
 from tarvis_fast.data.sample import ClipSample
 from tarvis_fast.tasks import Task
 
@@ -41,15 +43,39 @@ def test_ranks_share_dataset_task_and_object_count_per_chunk(cfg):
         if b0.task.guided_by_objects:
             assert b0.targets.masks.shape[1] == b1.targets.masks.shape[1]
         seen.add(b0.task)
-    for run in runs:  # held for a chunk of iterations
+    for run in runs:  # held for a chunk of iterations (VOS and PET: one object-guided kind, see below)
         plans = {}
         for iteration, _, batch in run:
-            objects = batch.targets.masks.shape[1] if batch.task.guided_by_objects else None
-            assert plans.setdefault(iteration // CHUNK, (batch.dataset, batch.task, objects)) == \
-                (batch.dataset, batch.task, objects)
+            guided = batch.task.guided_by_objects
+            plan = (batch.dataset, "guided" if guided else batch.task, batch.targets.masks.shape[1] if guided else None)
+            assert plans.setdefault(iteration // CHUNK, plan) == plan
     assert len(seen) >= 2
     # the ranks draw different clips
     assert [_signature(b) for *_, b in runs[0]] != [_signature(b) for *_, b in runs[1]]
+
+
+def test_vos_batches_give_a_share_of_their_last_objects_by_points(tmp_path):
+    """As the original's object encoder: per micro-step, each object is a point object with the PET likelihood; the
+    batch gives its last ones by points (taken from the frame-0 masks), the same count on every rank."""
+    datasets = own_datasets(tmp_path, make_scenes(2), [40])
+    training = {"dataset_list": ["MY_VOS"], "dataset_weights": [1.0], "batch_size": 4, "num_iterations": 30,
+                "point_vos_task_sample_likelihood": 0.3}
+    cfg = build_config([("test", {"datasets": {"MY_VOS": datasets["MY_VOS"]}, "training": training})])
+    runs = [list(build_train_loader(cfg, rank=r, world_size=2, micro_batch_size=2)) for r in range(2)]
+    point_objects, objects, mixed = 0, 0, 0
+    for (*_, a), (*_, b) in zip(*runs):
+        counts = [(0 if x.reference_masks is None else x.reference_masks.shape[1],
+                   0 if x.reference_points is None else x.reference_points.shape[1]) for x in (a, b)]
+        assert counts[0] == counts[1] and sum(counts[0]) == a.targets.masks.shape[1]
+        num_masks, num_points = counts[0]
+        assert a.task is (Task.VOS if num_masks else Task.PET)
+        if num_masks:
+            assert torch.equal(a.reference_masks, a.targets.masks[:, :num_masks, :1])
+        if num_points:
+            torch.testing.assert_close(a.reference_points, points_from_masks(a.targets.masks[:, num_masks:, 0]))
+        point_objects, objects, mixed = point_objects + num_points, objects + num_masks + num_points, \
+            mixed + bool(num_masks and num_points)
+    assert mixed and 0.15 < point_objects / objects < 0.45, (mixed, point_objects, objects)
 
 
 def test_resume_and_workers_give_the_same_batches(cfg):

@@ -35,7 +35,7 @@ def test_preview_writes_strips_and_jsons(tmp_path, capsys):
     for dataset in ("MY_VOS", "MY_VPS"):
         out = tmp_path / dataset
         assert main(["--cfg", cfg, "--dataset", dataset, "--samples", "4", "--out", str(out), "--seed", "3"]) == 0
-        tasks = set()
+        tasks, given_by = set(), []
         for i in range(4):
             record = json.loads((out / f"sample_{i:04d}.json").read_text())
             strip = cv2.imread(str(out / f"sample_{i:04d}.png"))
@@ -43,15 +43,22 @@ def test_preview_writes_strips_and_jsons(tmp_path, capsys):
             assert strip.shape == (h, 3 * w + 2 * 4, 3)
             assert record["dataset"] == dataset and len(record["frames"]) == 3 and record["source"].startswith("vid")
             tasks.add(record["task"])
+            kinds = ""
             for target in record["targets"]:
                 masks = np.stack([decode_rle(rle) for rle in target["masks"]])
                 assert masks.shape == (3, h, w) and masks.any()
                 if record["task"] == "vps":
                     assert target["class"] in (2, 3) and target["name"] == f"class{target['class']}"
-                if record["task"] == "pet":
+                kinds += "p" if "point" in target else "m"
+                if "point" in target:
                     y, x = target["point"]
                     assert masks[0, int(y * h), int(x * w)]
+            given_by.append(kinds)
+            # point objects come last; the record is PET only when every object is one
+            assert kinds == "".join(sorted(kinds)) and (record["task"] == "pet") == (kinds.count("m") == 0 < len(kinds))
         assert tasks <= ({"vos", "pet"} if dataset == "MY_VOS" else {"vps"})
+        if dataset == "MY_VOS":
+            assert any("p" in kinds for kinds in given_by) and any("m" in kinds for kinds in given_by), given_by
 
 
 def test_preview_names_an_unknown_dataset(tmp_path, capsys):

@@ -35,6 +35,21 @@ def test_collate_gives_each_task_its_targets_and_references():
     assert pet.reference_points.shape == (1, 2, 2) and pet.reference_masks is None
 
 
+def test_a_pet_batch_can_give_its_first_objects_by_their_masks():
+    points = torch.tensor([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]])
+    mixed = collate([sample(Task.PET, 3, points=points)] * 2, num_point_objects=1)
+    assert mixed.task is Task.VOS and mixed.targets.masks.shape[1] == 3
+    assert torch.equal(mixed.reference_masks, mixed.targets.masks[:, :2, :1])
+    assert torch.equal(mixed.reference_points, points[None, 2:].expand(2, 1, 2))
+    masks_only = collate([sample(Task.PET, 3, points=points)], num_point_objects=0)
+    assert masks_only.task is Task.VOS and masks_only.reference_points is None
+    points_only = collate([sample(Task.PET, 3, points=points)], num_point_objects=3)
+    assert points_only.task is Task.PET and points_only.reference_masks is None
+    for task, count in ((Task.VOS, 1), (Task.PET, 4), (Task.PET, -1)):
+        with pytest.raises(ValueError, match="point objects"):
+            collate([sample(task, 3, **({"points": points} if task is Task.PET else {}))], num_point_objects=count)
+
+
 def test_bad_samples_and_mixed_batches_are_refused():
     with pytest.raises(ValueError, match="needs classes"):
         sample(Task.VIS, classes=None)

@@ -4,7 +4,8 @@ T = 2, 64 x 64, for the four tasks, with the same signature and iteration contra
 The batch of one (iteration, slot), slot = micro_step * world_size + rank, depends on (seed, iteration, slot) only,
 so one process accumulating N micro-batches sees what N processes see. The task changes every `SLOTS_PER_TASK`
 slots (a multiple of the world sizes the tests use, so that all ranks of a micro-step run one task, as the real
-sampler guarantees), and cycles through VIS, VPS, VOS and PET. Every VIS/VPS sample has the same number of
+sampler guarantees), and cycles through VIS, VPS, VOS and PET; PET batches of odd iterations give their first object
+by its mask and the second by its point, as the real loader mixes them. Every VIS/VPS sample has the same number of
 instances: the instance losses normalise by the count averaged over ranks, which only then equals the count
 seen by one process.
 """
@@ -61,7 +62,9 @@ def fake_sample(task: Task, generator: torch.Generator, frames: int = FRAMES, si
 def fake_batch(seed: int, iteration: int, slot: int, micro_batch_size: int) -> TrainingBatch:
     generator = torch.Generator().manual_seed(hash((seed, iteration, slot)) % 2**62)
     task = TASK_CYCLE[(iteration * 3 + slot // SLOTS_PER_TASK) % len(TASK_CYCLE)]
-    return collate([fake_sample(task, generator) for _ in range(micro_batch_size)])
+    mixed = task is Task.PET and iteration % 2
+    return collate([fake_sample(task, generator) for _ in range(micro_batch_size)],
+                   num_point_objects=INSTANCES - 1 if mixed else None)
 
 
 class FakeTrainLoader:
