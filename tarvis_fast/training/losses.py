@@ -342,6 +342,15 @@ class LayerResult:
     matches: list[list[Match]] | None = None
 
 
+def check_coverage(logits: Tensor, target_size: Sequence[int]) -> None:
+    """Logits and targets are read at the same normalised points, so they must cover the same image: the logits
+    (..., h, w) at 1/4 of the targets' (H, W), the model's padded input size (`trainer.pad_targets`)."""
+    h, w = logits.shape[-2:]
+    if (4 * h, 4 * w) != tuple(target_size):
+        raise ValueError(f"logits of {h}x{w} cover a {4 * h}x{4 * w} image, the targets {target_size[0]}x"
+                         f"{target_size[1]}: pad the targets to the model's padded input (trainer.pad_targets)")
+
+
 def _stack(layers: Sequence[object], field: str) -> Tensor:
     return torch.stack([getattr(layer, field) for layer in layers])
 
@@ -386,12 +395,14 @@ class TarvisCriterion:
             if logits.shape[1:4] != (targets.masks.shape[0], 1 + targets.masks.shape[1], targets.masks.shape[2]):
                 raise ValueError(f"predictions (L, B, 1 + N, T) = {tuple(logits.shape[:4])} do not fit targets "
                                  f"(B, N, T) = {tuple(targets.masks.shape[:3])}")
+            check_coverage(logits, targets.masks.shape[-2:])
             return LayerResult({"objects": object_losses(logits, targets, self.num_points, source)})
 
         if not all(isinstance(layer, InstancePrediction) for layer in layers):
             raise TypeError(f"{type(targets).__name__} need InstancePrediction layers (a VIS/VPS forward)")
         panoptic = isinstance(targets, PanopticTargets)
         instances = targets.instances if panoptic else targets
+        check_coverage(layers[0].mask_logits, instances.clip_shape[1:])
         num_points = cfg.panoptic_instance_num_points if panoptic else self.num_points
         instance, matches = instance_losses([layer.mask_logits for layer in layers], _stack(layers, "class_logits"),
                                             instances, num_points, source, self.reduce_count)

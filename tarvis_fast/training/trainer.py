@@ -28,12 +28,14 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from tarvis_fast.config import Config
 from tarvis_fast.data.sample import TrainingBatch
-from tarvis_fast.model import ObjectReferences, TarViS
+from tarvis_fast.data.targets import InstanceTargets, ObjectTargets, PanopticTargets
+from tarvis_fast.model import ObjectReferences, TarViS, padded_size
 from tarvis_fast.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from tarvis_fast.training.logs import TrainingLog, peak_memory_mib
 from tarvis_fast.training.losses import TarvisCriterion
@@ -76,6 +78,28 @@ def to_device(value: Any, device: torch.device) -> Any:
     if isinstance(value, tuple):
         return tuple(to_device(item, device) for item in value)
     return value
+
+
+Targets = InstanceTargets | PanopticTargets | ObjectTargets
+
+
+def pad_targets(targets: Targets, size: tuple[int, int]) -> Targets:
+    """`targets` padded right and bottom to `size` (H, W) as the original pads them (SPEC §2.1): masks with False
+    (VOS/PET padding is background), the panoptic ignore mask with True.
+
+    The model pads its input to a multiple of 64 and its logits cover that padded image, and the losses read
+    logits and targets at the same normalised points, so the targets must cover the padded image too: unpadded,
+    a 48 x 72 clip's targets are read as if stretched over the 64 x 128 of the logits."""
+    def grow(x: Tensor, value: bool | int) -> Tensor:
+        return F.pad(x, (0, size[1] - x.shape[-1], 0, size[0] - x.shape[-2]), value=value)
+
+    if isinstance(targets, ObjectTargets):
+        return ObjectTargets(grow(targets.masks, False))
+    instances = targets.instances if isinstance(targets, PanopticTargets) else targets
+    instances = InstanceTargets(tuple(grow(masks, False) for masks in instances.masks), instances.classes)
+    if isinstance(targets, InstanceTargets):
+        return instances
+    return PanopticTargets(instances, grow(targets.semantic, 0), grow(targets.ignore, True))
 
 
 class StopRequest:
@@ -231,7 +255,8 @@ class Trainer:
                 output = self.network(batch.images, batch.task, objects=object_references(batch),
                                       dataset=None if batch.task.guided_by_objects else batch.dataset)
             # The losses cast half-precision logits to fp32 themselves; they run outside autocast.
-            losses = self.criterion(output.layers, batch.targets)
+            targets = pad_targets(batch.targets, padded_size(*batch.images.shape[-2:]))
+            losses = self.criterion(output.layers, targets)
             self.scaler.scale(losses["TotalL"] / accumulation_steps).backward()
         return {name: value.detach() for name, value in losses.items()}
 

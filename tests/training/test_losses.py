@@ -225,6 +225,17 @@ def test_prediction_and_target_types_must_agree() -> None:
         criterion(object_layers(objects=3), ObjectTargets(torch.zeros(B, 2, T, H, W, dtype=torch.bool)))
 
 
+def test_targets_must_cover_the_image_of_the_logits() -> None:
+    """Logits and targets are read at the same normalised points: targets of another size than 4x the logits'
+    (an unpadded clip's) would be read stretched, so the criterion refuses them."""
+    criterion = TarvisCriterion(CONFIG, num_points=POINTS)
+    with pytest.raises(ValueError, match="pad the targets"):
+        criterion(object_layers(), ObjectTargets(torch.ones(B, 2, T, H - 8, W, dtype=torch.bool)))
+    with pytest.raises(ValueError, match="pad the targets"):
+        masks = tuple(torch.ones(1, T, H, W - 4, dtype=torch.bool) for _ in range(B))
+        criterion(instance_layers(), InstanceTargets(masks, tuple(torch.tensor([1]) for _ in range(B))))
+
+
 def test_targets_are_validated() -> None:
     masks = torch.zeros(1, T, H, W, dtype=torch.bool)
     with pytest.raises(ValueError, match="bool"):

@@ -13,6 +13,7 @@ from helpers.own_data import make_scenes, own_datasets
 from helpers.tiny import tiny_model
 
 from tarvis_fast.config import load_config, save_config
+from tarvis_fast.data.sample import ClipSample, collate
 from tarvis_fast.model import load_model
 from tarvis_fast.tasks import Task
 from tarvis_fast.training import cli
@@ -24,7 +25,7 @@ from tarvis_fast.training.optim import (
 )
 from tarvis_fast.training.trainer import Trainer
 
-from .fake_data import FakeTrainLoader, fake_batch
+from .fake_data import FakeTrainLoader, fake_batch, fake_sample
 
 TEST_TRAINING = {
     "batch_size": 2, "num_iterations": 4, "checkpoint_save_interval": 2, "num_sampled_points_for_mask_loss": 256,
@@ -95,6 +96,28 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tmp_path):
         grad_norm = trainer.optimizer_step()
     assert losses[-1] < 0.9 * losses[0], losses
     assert grad_norm.item() > GRAD_CLIP_NORM  # the norm is reported before clipping
+
+
+@pytest.mark.parametrize("task", [Task.VIS, Task.VPS, Task.VOS, Task.PET])
+def test_a_clip_off_the_64_grid_trains_as_if_padded_beforehand(tmp_path, task):
+    """The model pads a 40 x 40 clip to 64 x 64 and its logits cover that; the trainer pads the targets alike
+    (masks empty, the panoptic ignore mask set), so the losses equal those of the clip padded by hand."""
+    generator = torch.Generator().manual_seed(0)
+    clip = fake_sample(task, generator, size=40)
+    pad = (0, 24, 0, 24)
+
+    def grow(x, value):
+        return None if x is None else torch.nn.functional.pad(x, pad, value=value)
+
+    points = None if clip.points is None else clip.points * 40 / 64
+    padded = ClipSample(clip.dataset, task, grow(clip.images, 128), grow(clip.masks, False), clip.classes,
+                        grow(clip.semantic, 0), grow(clip.ignore, True), points)
+    losses = []
+    for name, sample in (("clip", clip), ("padded", padded)):
+        (tmp_path / name).mkdir()
+        losses.append(make_trainer(tmp_path / name).micro_step(collate([sample]), 0, 0, 1))
+    for name, value in losses[1].items():
+        torch.testing.assert_close(losses[0][name], value, msg=name)
 
 
 def test_gradients_are_clipped_over_the_whole_model(tmp_path):
