@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tarvis_fast.evaluation import parallel
 from tarvis_fast.evaluation.__main__ import main as cli_main
 from tarvis_fast.evaluation.davis import (
-    _BoundaryPixels,
     boundary_map,
+    boundary_pixels,
     boundary_radius,
     disk_rows,
     evaluate_davis,
@@ -76,11 +77,15 @@ def test_disk_matches_scikit_image():
     assert boundary_radius(480, 854) == 8 and boundary_radius(1080, 1920) == 18
 
 
-def noisy_patch(rng: np.random.Generator, shape: tuple[int, int, int], box: tuple[slice, slice]) -> np.ndarray:
-    """bool (T, H, W): random pixels inside `box`, none outside."""
-    masks = np.zeros(shape, bool)
-    masks[:, box[0], box[1]] = rng.random(masks[:, box[0], box[1]].shape) > 0.6
-    return masks
+def noisy_patch(rng: np.random.Generator, shape: tuple[int, int, int], box: tuple[slice, slice],
+                stray_id: bool = False) -> np.ndarray:
+    """uint8 (T, H, W): random ids 0..3 inside `box`, 0 outside; with `stray_id`, id 9 (which is not asked
+    for) in the bottom-left pixel of frame 0."""
+    labels = np.zeros(shape, np.uint8)
+    labels[:, box[0], box[1]] = rng.integers(0, 4, labels[:, box[0], box[1]].shape)
+    if stray_id:
+        labels[0, -1, 0] = 9
+    return labels
 
 
 @pytest.mark.parametrize("box", [(slice(5, 12), slice(8, 20)),  # inside the image
@@ -88,24 +93,34 @@ def noisy_patch(rng: np.random.Generator, shape: tuple[int, int, int], box: tupl
                                  (slice(14, 20), slice(25, 30)),  # the bottom-right corner
                                  (slice(0, 0), slice(0, 0))])  # empty
 def test_boundary_pixels_and_near_counts_match_brute_force(box):
-    # _BoundaryPixels works on the masks' bounding box; its pixels must be those of boundary_map on the
-    # full frames, and its near counts those of float64 squared distances between every query and
-    # reference boundary pixel of the same frame.
+    # boundary_pixels works on the label map's boundary on the ids' bounding box; its pixels for each id must
+    # be those of boundary_map of that id's mask on the full frames, and its near counts those of float64
+    # squared distances between every query and reference boundary pixel of the same frame.
     rng = np.random.default_rng(1)
     radius, shape = 3, (4, 20, 30)
     query = noisy_patch(rng, shape, box)
-    reference = noisy_patch(rng, shape, (slice(3, 17), slice(4, 26)))
-    pixels = _BoundaryPixels.of(query, radius)
-    frame, row, col = np.nonzero(boundary_map(query))
+    reference = noisy_patch(rng, shape, (slice(3, 17), slice(4, 26)), stray_id=True)
+    query_pixels, reference_pixels = boundary_pixels(query, 3, radius), boundary_pixels(reference, 3, radius)
     padded_width = shape[2] + 2 * radius
-    expected_keys = (frame * (shape[1] + 2 * radius) + row + radius) * padded_width + col + radius
-    np.testing.assert_array_equal(pixels.keys, expected_keys)
-    expected = []
-    for q, r in zip(boundary_map(query), boundary_map(reference)):
-        qp, rp = np.argwhere(q).astype(np.float64), np.argwhere(r).astype(np.float64)
-        d2 = ((qp[:, None, :] - rp[None, :, :]) ** 2).sum(-1)
-        expected.append(int((d2 <= radius**2).any(axis=1).sum()) if len(rp) and len(qp) else 0)
-    np.testing.assert_array_equal(pixels.count_near(_BoundaryPixels.of(reference, radius)), expected)
+    for k in (1, 2, 3):
+        frame, row, col = np.nonzero(boundary_map(query == k))
+        expected_keys = (frame * (shape[1] + 2 * radius) + row + radius) * padded_width + col + radius
+        np.testing.assert_array_equal(query_pixels[k - 1].keys, expected_keys)
+        for g in (1, 2, 3):
+            expected = []
+            for q, r in zip(boundary_map(query == k), boundary_map(reference == g)):
+                qp, rp = np.argwhere(q).astype(np.float64), np.argwhere(r).astype(np.float64)
+                d2 = ((qp[:, None, :] - rp[None, :, :]) ** 2).sum(-1)
+                expected.append(int((d2 <= radius**2).any(axis=1).sum()) if len(rp) and len(qp) else 0)
+            np.testing.assert_array_equal(query_pixels[k - 1].count_near(reference_pixels[g - 1]), expected)
+
+
+def test_boundary_map_of_labels_is_the_union_of_the_ids_boundaries():
+    labels = noisy_patch(np.random.default_rng(2), (3, 12, 15), (slice(2, 10), slice(1, 15)), stray_id=True)
+    union = np.zeros(labels.shape, bool)
+    for k in np.unique(labels):
+        union |= boundary_map(labels == k)
+    np.testing.assert_array_equal(boundary_map(labels), union)
 
 
 def test_object_statistics_by_hand():
@@ -174,7 +189,8 @@ def test_unsupervised_toy_by_hand(tmp_path):
     assert set(stats["per_sequence"]) == {"toy_1", "toy_2"}
 
 
-def test_parallel_equals_serial_and_cli(tmp_path):
+def test_parallel_equals_serial_and_cli(tmp_path, monkeypatch):
+    monkeypatch.setattr(parallel, "MIN_POOL_SECONDS", 0.0)  # a pool even for this toy work
     gt = toy_ground_truth()
     other = np.roll(gt, 2, axis=2)
     root = make_root(tmp_path / "davis", {"toy": gt, "toy-shifted": other})
