@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from tarvis_fast.evaluation.parallel import parallel_map
+from tarvis_fast.evaluation.parallel import image_seconds, parallel_map
 from tarvis_fast.formats.davis import TASKS, VOID_ID, read_annotations, read_results, read_split
 
 BOUNDARY_FRACTION = 0.008  # of the image diagonal
@@ -219,15 +218,8 @@ class _SequenceJob:
 
 
 def _estimated_seconds(job: _SequenceJob) -> float:
-    """What _evaluate_sequence(job) takes, from the number and size of the sequence's result PNGs (their
-    headers only); 0 when they cannot be read (the job itself then names what is wrong)."""
-    try:
-        frames = sorted((job.results / job.sequence).glob("*.png"))
-        with Image.open(frames[0]) as image:
-            width, height = image.size
-    except (OSError, IndexError):
-        return 0.0
-    return len(frames) * width * height * SECONDS_PER_PIXEL
+    """What _evaluate_sequence(job) takes, from the number and size of the sequence's result PNGs."""
+    return image_seconds(list((job.results / job.sequence).glob("*.png")), SECONDS_PER_PIXEL)
 
 
 def _evaluate_sequence(job: _SequenceJob) -> list[tuple[str, tuple[float, ...]]]:

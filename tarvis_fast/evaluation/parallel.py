@@ -1,7 +1,8 @@
 """Map a function over independent work items (sequences, videos), in a process pool when that pays."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 Item = TypeVar("Item")
@@ -33,3 +34,19 @@ def parallel_map(fn: Callable[[Item], Result], items: Iterable[Item], workers: i
 
     with ProcessPoolExecutor(max_workers=min(workers, len(items))) as pool:
         return list(pool.map(fn, items))
+
+
+def image_seconds(paths: Sequence[Path], seconds_per_pixel: float) -> float:
+    """An estimate for work proportional to the pixels of the image files `paths` (all of one size): their
+    number times the first one's pixels, read from its header, times the rate. 0 when that cannot be read
+    (the work itself then names what is wrong)."""
+    if not paths:
+        return 0.0
+    from PIL import Image  # the evaluators that read images have it imported already
+
+    try:
+        with Image.open(paths[0]) as image:
+            width, height = image.size
+    except OSError:  # missing, unreadable or not an image
+        return 0.0
+    return len(paths) * width * height * seconds_per_pixel

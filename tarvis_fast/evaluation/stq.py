@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tarvis_fast.evaluation.parallel import parallel_map
+from tarvis_fast.evaluation.parallel import image_seconds, parallel_map
 from tarvis_fast.formats import kitti_step
 from tarvis_fast.formats.panoptic import Category, Segment
 
@@ -43,6 +43,9 @@ class StqLabels:
             raise ValueError(f"ignore_label {self.ignore_label} must be >= num_classes {self.num_classes}")
 
 
+# CPU seconds per ground-truth pixel, for choosing between one process and a pool (parallel.py): 87 ns on a
+# synthetic KITTI-STEP set (4 sequences of 2-5 frames at 375x1242) on a busy 2-core machine.
+KITTI_STEP_SECONDS_PER_PIXEL = 9e-8
 KITTI_STEP_LABELS = StqLabels(kitti_step.NUM_CLASSES, kitti_step.THING_CLASSES, kitti_step.IGNORE_LABEL)
 
 
@@ -182,7 +185,8 @@ def evaluate_kitti_step(pred: Path, gt: Path, *, workers: int = 1, sequences: tu
     gt_frames = kitti_step.read_kitti_step_gt(gt, sequences)
     pred_frames = kitti_step.kitti_step_prediction_paths(pred, gt_frames)
     names = list(gt_frames)
-    results = parallel_map(_kitti_step_sequence, [(gt_frames[n], pred_frames[n]) for n in names], workers)
+    results = parallel_map(_kitti_step_sequence, [(gt_frames[n], pred_frames[n]) for n in names], workers,
+                           seconds=lambda frames: image_seconds(frames[0], KITTI_STEP_SECONDS_PER_PIXEL))
     return stq_result(results, names)
 
 

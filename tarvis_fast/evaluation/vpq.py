@@ -21,12 +21,16 @@ from pathlib import Path
 import numpy as np
 
 from tarvis_fast.evaluation import stq
-from tarvis_fast.evaluation.parallel import parallel_map
+from tarvis_fast.evaluation.parallel import image_seconds, parallel_map
 from tarvis_fast.formats import panoptic
 from tarvis_fast.formats.panoptic import Category, PanopticVideo, Segment
 
 CITYSCAPES_VPS_WINDOWS = (1, 2, 3, 4)   # reported as k = 0, 5, 10, 15
 VIPSEG_WINDOWS = (1, 2, 4, 6, 8)        # reported as k = 0, 5, 15, 25, 35
+# CPU seconds per ground-truth pixel, for choosing between one process and a pool (parallel.py), measured on
+# synthetic sets on a busy 2-core machine: 52 ns for Cityscapes-VPS (4 windows; 4 videos of 6 frames at 512x1024),
+# 99 ns for VIPSeg (5 windows and STQ; 4 videos of 1-10 frames at 360x640). The larger one serves both.
+SECONDS_PER_PIXEL = 1e-7
 
 
 def window_label(nframes: int) -> str:
@@ -241,7 +245,8 @@ def compute_vpq(gt: panoptic.PanopticDataset, pred: Sequence[PanopticVideo], win
     per window) and, if `with_stq`, each video's VIPSeg-STQ counts.
     """
     jobs = [_VideoJob(g, p, gt.categories, tuple(windows), with_stq) for g, p in zip(gt.videos, pred)]
-    per_video = parallel_map(_video_stats, jobs, workers)
+    per_video = parallel_map(_video_stats, jobs, workers, seconds=lambda job: image_seconds(
+        [frame.png for frame in job.gt.frames], SECONDS_PER_PIXEL))
     result: dict = {}
     summaries = {}
     for nframes in windows:

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tarvis_fast.evaluation import parallel
 from tarvis_fast.evaluation.__main__ import main as cli_main
 from tarvis_fast.evaluation.davis import (
     boundary_map,
@@ -189,8 +188,7 @@ def test_unsupervised_toy_by_hand(tmp_path):
     assert set(stats["per_sequence"]) == {"toy_1", "toy_2"}
 
 
-def test_parallel_equals_serial_and_cli(tmp_path, monkeypatch):
-    monkeypatch.setattr(parallel, "MIN_POOL_SECONDS", 0.0)  # a pool even for this toy work
+def test_parallel_equals_serial_and_cli(tmp_path):
     gt = toy_ground_truth()
     other = np.roll(gt, 2, axis=2)
     root = make_root(tmp_path / "davis", {"toy": gt, "toy-shifted": other})
