@@ -199,6 +199,8 @@ class PointSetAttention(nn.Module):
 
     The same as `nn.MultiheadAttention` with one query per set, the sets padded and a key padding mask, but
     without the padding (sets range from 4 points to 16k). Parameter names are nn.MultiheadAttention's.
+    A point may stand for several identical points of its set (`multiplicity`): the result is that of the
+    set with the point repeated, for a fraction of the projections.
     """
 
     def __init__(self, dim: int, num_heads: int) -> None:
@@ -212,12 +214,14 @@ class PointSetAttention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, set_index: Tensor) -> Tensor:
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, set_index: Tensor,
+                multiplicity: Tensor | None = None) -> Tensor:
         """
-        query:     (N, C), one per set
-        key/value: (P, C) the points of all sets
-        set_index: (P,) int64 set of each point; every set in [0, N) must have a point
-        returns    (N, C)
+        query:        (N, C), one per set
+        key/value:    (P, C) the points of all sets
+        set_index:    (P,) int64 set of each point; every set in [0, N) must have a point
+        multiplicity: (P,) how many identical points each one stands for; None for one each
+        returns       (N, C)
         """
         n, c = query.shape
         m = self.num_heads
@@ -232,6 +236,8 @@ class PointSetAttention(nn.Module):
         index = set_index[:, None].expand(-1, m)
         peak = scores.new_full((n, m), -math.inf).scatter_reduce(0, index, scores.detach(), "amax")
         weights = (scores - peak[set_index]).exp()
+        if multiplicity is not None:
+            weights = weights * multiplicity[:, None].to(dtype)
         weights = weights / weights.new_zeros(n, m).index_add(0, set_index, weights)[set_index]
         out = weights.new_zeros(n, m, c // m).index_add(0, set_index, weights[..., None] * v.to(dtype))
         return self.out_proj(out.view(n, c).to(query.dtype))
@@ -259,8 +265,9 @@ class _CrossAttentionLayer(nn.Module):
         self.attn = PointSetAttention(dim, num_heads)
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: Tensor, embed: Tensor, keys: Tensor, values: Tensor, set_index: Tensor) -> Tensor:
-        return self.norm(x + self.attn(x + embed, keys, values, set_index))
+    def forward(self, x: Tensor, embed: Tensor, keys: Tensor, values: Tensor, set_index: Tensor,
+                multiplicity: Tensor) -> Tensor:
+        return self.norm(x + self.attn(x + embed, keys, values, set_index, multiplicity))
 
 
 class _FFNLayer(nn.Module):
@@ -357,6 +364,7 @@ class ObjectEncoder(nn.Module):
         q = inits.shape[1]
         keys = torch.cat([part.keys for part in parts])
         values = torch.cat([part.values for part in parts])
+        multiplicity = torch.cat([part.multiplicity for part in parts])
         # Index of each point's query among the flattened (B·Q) queries.
         offsets = [0, parts[0].inits.shape[1]]
         set_index = torch.cat([part.batch * q + offset + part.query for part, offset in zip(parts, offsets)])
@@ -364,7 +372,7 @@ class ObjectEncoder(nn.Module):
         x = inits
         for self_attn, cross_attn, ffn in zip(self.self_attn_layers, self.cross_attn_layers, self.ffn_layers):
             x = self_attn(x, embeds)
-            x = cross_attn(x.flatten(0, 1), embeds.flatten(0, 1), keys, values, set_index).view(b, q, c)
+            x = cross_attn(x.flatten(0, 1), embeds.flatten(0, 1), keys, values, set_index, multiplicity).view(b, q, c)
             x = ffn(x)
 
         g = self.num_background_queries
@@ -377,7 +385,10 @@ class ObjectEncoder(nn.Module):
         """Background and sub-mask queries: their initial content is the mean of the mask features at their
         points, and their points are those features (+ the unnormalised 2D position embedding).
 
-        The features are sampled without gradient, as in the original (`backprop_through_fmap=False`).
+        The points are pixels of the padded image and the features are at 1/4 of its size, so up to 16 points of
+        a set share one feature cell: they become one point with that multiplicity (16x fewer projections in
+        the cross-attention layers, and 16x less memory, at inference). The features are sampled without
+        gradient, as in the original (`backprop_through_fmap=False`).
         """
         b, c, _, h, w = mask_features.shape
         with torch.no_grad():
@@ -409,14 +420,20 @@ class ObjectEncoder(nn.Module):
             num_sets = len(set_sizes) // b
             sizes = torch.tensor(set_sizes, device=volume.device)
             flat_set = torch.arange(len(set_sizes), device=volume.device).repeat_interleave(sizes)
-            features = feature_table[torch.cat(feature_rows)]
-            keys = features + pos_table[torch.cat(pos_rows)]
-            inits = features.new_zeros(len(set_sizes), c).index_add(0, flat_set, features) / sizes[:, None]
+            # A point's position row follows from its feature row, so (set, feature row) identifies it.
+            rows, num_rows = torch.cat(feature_rows), feature_table.shape[0]
+            position_of_row = rows.new_zeros(num_rows).scatter_(0, rows, torch.cat(pos_rows))
+            point_ids, multiplicity = torch.unique(flat_set * num_rows + rows, return_counts=True)
+            flat_set, rows = point_ids.div(num_rows, rounding_mode="floor"), point_ids % num_rows
+            features = feature_table[rows]
+            keys = features + pos_table[position_of_row[rows]]
+            inits = features.new_zeros(len(set_sizes), c).index_add(0, flat_set, features * multiplicity[:, None])
+            inits = inits / sizes[:, None]
         g = self.num_background_queries
         embeds = torch.cat([self.bg_query_embed.expand(g, c),
                             self.mask_object_query_embed.expand(num_sets - g, c)]).expand(b, num_sets, c)
         return _QueryPart(inits.view(b, num_sets, c), embeds, keys, features, batch=flat_set // num_sets,
-                          query=flat_set % num_sets)
+                          query=flat_set % num_sets, multiplicity=multiplicity)
 
     def _point_queries(self, pyramid: Sequence[Tensor], points: Tensor, point_frames: Tensor) -> _QueryPart:
         """PET queries: content from the MLP over the four maps' samples at the point, and four points to
@@ -433,14 +450,15 @@ class ObjectEncoder(nn.Module):
         batch = torch.arange(b, device=points.device).repeat_interleave(n * per_set)
         query = torch.arange(n, device=points.device).repeat_interleave(per_set).repeat(b)
         embeds = self.point_object_query_embed.expand(b, n, c)
-        return _QueryPart(inits, embeds, keys.reshape(-1, c), values.reshape(-1, c), batch, query)
+        return _QueryPart(inits, embeds, keys.reshape(-1, c), values.reshape(-1, c), batch, query,
+                          multiplicity=torch.ones_like(query))
 
 
 class _QueryPart(NamedTuple):
     """Queries of one kind (mask-derived or point-derived) and the points they attend to.
 
     inits, embeds: (B, Q_part, C); keys, values: (P, C); batch, query: (P,) the batch element and the query
-    (within this part) each point belongs to.
+    (within this part) each point belongs to; multiplicity: (P,) how many identical points each one stands for.
     """
 
     inits: Tensor
@@ -449,6 +467,7 @@ class _QueryPart(NamedTuple):
     values: Tensor
     batch: Tensor
     query: Tensor
+    multiplicity: Tensor
 
 
 def _nearest_cell(points: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:

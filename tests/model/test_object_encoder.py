@@ -80,6 +80,20 @@ def test_point_set_attention_equals_padded_multihead_attention() -> None:
     torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-10)
 
 
+def test_point_set_attention_multiplicity_equals_repeated_points() -> None:
+    """A point with multiplicity k gives what k copies of it give (the encoder merges the pixels of a set that
+    share one feature cell this way)."""
+    torch.manual_seed(0)
+    attn = PointSetAttention(16, 4).double()
+    keys, values = torch.randn(5, 16, dtype=torch.float64), torch.randn(5, 16, dtype=torch.float64)
+    query = torch.randn(2, 16, dtype=torch.float64)
+    set_index = torch.tensor([0, 0, 1, 1, 1])
+    multiplicity = torch.tensor([3, 1, 2, 1, 4])
+    repeated = torch.arange(5).repeat_interleave(multiplicity)
+    expected = attn(query, keys[repeated], values[repeated], set_index[repeated])
+    torch.testing.assert_close(attn(query, keys, values, set_index, multiplicity), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_initial_queries_are_means_and_samples() -> None:
     """With no refinement layers the encoder returns its initial queries: the mean mask feature of every
     background cell and sub-mask, and the PET MLP over the four maps' nearest samples (SPEC §2.5)."""
