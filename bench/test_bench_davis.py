@@ -2,10 +2,11 @@
 
     pytest bench/test_bench_davis.py --benchmark-enable --benchmark-only
 
-Ground truth: the OSVOS masks; results: the same masks moved 5 pixels right. Rows: `evaluate_davis` (frames
-stacked: per object one mask stack, per-frame counts, boundary matching by sorted-key search) and a straightforward
-per-frame loop in the official toolkit's manner (per frame and object: masks, IoU, boundary maps, two
-cv2.dilate with a disk). Both read the PNGs and give the same numbers (checked before timing).
+Ground truth: the OSVOS masks; results: the same masks moved 5 pixels right. Rows: `evaluate_davis` (each label map
+scanned once per frame for all objects: areas and one label boundary split among the ids; boundary matching by
+sorted-key search over all frames) and a straightforward per-frame loop in the official toolkit's manner (per frame
+and object: masks, IoU, boundary maps, two cv2.dilate with a disk). Both read the PNGs and give the same numbers
+(checked before timing). The whole command line against the official toolkit's: bench/davis_vs_official.py.
 """
 from __future__ import annotations
 
