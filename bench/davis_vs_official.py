@@ -75,6 +75,18 @@ def timed(command: list[str], cwd: Path | None = None) -> tuple[float, float, st
     return wall, cpu, done.stdout
 
 
+def official_toolkit_runs(python: str, toolkit_dir: Path) -> bool:
+    """Whether `python` imports the toolkit's package in `toolkit_dir`, which holds its evaluation_method.py."""
+    if not (toolkit_dir / "evaluation_method.py").is_file():
+        return False
+    try:
+        probe = subprocess.run([python, "-c", "import davis2017.evaluation"], cwd=toolkit_dir, capture_output=True,
+                               check=False)
+    except OSError:  # no such interpreter
+        return False
+    return probe.returncode == 0
+
+
 def official_numbers(results: Path) -> dict[str, float]:
     with open(results / GLOBAL_CSV) as handle:
         return {name: float(value) for name, value in next(csv.DictReader(handle)).items()}
@@ -128,9 +140,7 @@ def main() -> int:
     if not (SHARED_DATA / "davis" / "osvos" / SEQUENCE).is_dir():
         print(f"skipped: the real DAVIS clip is not under {SHARED_DATA / 'davis'} (set TARVIS_SHARED_DATA)")
         return 0
-    probe = subprocess.run([args.official_python, "-c", "import davis2017.evaluation"], cwd=args.official_dir
-                           if args.official_dir.is_dir() else None, capture_output=True, text=True)
-    if probe.returncode != 0 or not (args.official_dir / "evaluation_method.py").is_file():
+    if not official_toolkit_runs(args.official_python, args.official_dir):
         print(f"skipped: the official DAVIS toolkit does not import with {args.official_python} in "
               f"{args.official_dir} (see this script's docstring to install it)")
         return 0
