@@ -65,7 +65,9 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--pred", type=Path, required=True, help="predictions as written by infer.py")
     parser.add_argument("--gt", type=Path, required=True, help="ground truth in the benchmark's own layout")
     parser.add_argument("--json", type=Path, help="write all statistics here (JSON)")
-    parser.add_argument("--workers", type=int, default=None, help="processes for per-sequence work")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="at most this many processes for per-sequence work (default: the CPUs, at most 8); "
+                             "inputs of less than about a second of work run in one process")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     for flag, path in (("--pred", args.pred), ("--gt", args.gt)):
