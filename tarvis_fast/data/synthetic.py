@@ -27,7 +27,7 @@ import torch
 
 from tarvis_fast.data.points import mask_to_point
 from tarvis_fast.datasets import vocabulary
-from tarvis_fast.formats import burst, panoptic
+from tarvis_fast.formats import burst, panoptic, ytvis
 from tarvis_fast.formats.atomic import atomic_open
 from tarvis_fast.formats.davis import write_label_png
 from tarvis_fast.formats.panoptic import Category
@@ -43,6 +43,10 @@ JPEG_QUALITY = 95
 # LVIS ids for BURST's evaluator, which groups classes into "common" (4, 13) and "uncommon" (1); every split
 # needs one of each, so the three thing classes take one uncommon and two common ids.
 BURST_CATEGORY_IDS = {"disc": 4, "box": 1, "triangle": 13}
+# Objects that must be visible at start show at least this share of their area in frame 0 (the others may hide
+# them partly); layouts that fail are drawn again, up to MAX_LAYOUT_TRIES times.
+MIN_SHOWN_AT_START = 0.5
+MAX_LAYOUT_TRIES = 100
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,10 @@ class _Object:
     angle: float
     spin: float
 
+    def pose(self, t: int) -> tuple[np.ndarray, float, float]:
+        """Centre (x, y), radius and angle in frame t."""
+        return self.start + self.velocity * t, self.radius * self.growth ** t, self.angle + self.spin * t
+
 
 def _objects(rng: np.random.Generator, count: int, height: int, width: int, num_frames: int,
              visible_at_start: bool) -> list[_Object]:
@@ -145,11 +153,25 @@ def _objects(rng: np.random.Generator, count: int, height: int, width: int, num_
     return objects
 
 
+def _shown_at_start(objects: list[_Object], xx: np.ndarray, yy: np.ndarray) -> bool:
+    """Whether every object shows at least MIN_SHOWN_AT_START of its area in frame 0, where later objects occlude
+    earlier ones: a reference mask (VOS) or point (PET) needs the object in view, not hidden behind another."""
+    covered = np.zeros(xx.shape, bool)
+    for obj in reversed(objects):  # the top one first
+        (cx, cy), radius, angle = obj.pose(0)
+        mask = _shape_mask(obj.kind, xx, yy, cx, cy, radius, angle)
+        if not mask.any() or np.count_nonzero(mask & ~covered) < MIN_SHOWN_AT_START * np.count_nonzero(mask):
+            return False
+        covered |= mask
+    return True
+
+
 def generate_video(rng: np.random.Generator, name: str, num_frames: int, size: tuple[int, int], *,
                    num_objects: tuple[int, int] = (1, 4), visible_at_start: bool = False) -> SyntheticVideo:
     """One video of `num_frames` frames of `size` (H, W) with between num_objects[0] and num_objects[1] objects.
 
-    visible_at_start: every object is fully inside frame 0 (what DAVIS-style first-frame references need).
+    visible_at_start: every object is inside frame 0 and shows at least half of itself there, other objects hiding
+        the rest (what DAVIS-style first-frame references need).
     """
     height, width = size
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -171,6 +193,12 @@ def generate_video(rng: np.random.Generator, name: str, num_frames: int, size: t
 
     count = int(rng.integers(num_objects[0], num_objects[1] + 1))
     objects = _objects(rng, count, height, width, num_frames, visible_at_start)
+    for _ in range(MAX_LAYOUT_TRIES):
+        if not visible_at_start or _shown_at_start(objects, xx, yy):
+            break
+        objects = _objects(rng, count, height, width, num_frames, visible_at_start)
+    else:
+        raise ValueError(f"{name}: no layout of {count} objects in {height}x{width} leaves each one in view in frame 0")
     frames = np.empty((num_frames, height, width, 3), np.uint8)
     semantic = np.empty((num_frames, height, width), np.int64)
     instance = np.zeros((num_frames, height, width), np.int64)
@@ -178,9 +206,7 @@ def generate_video(rng: np.random.Generator, name: str, num_frames: int, size: t
         image = background.copy()
         semantic[t] = stuff
         for obj in objects:  # later objects occlude earlier ones
-            cx, cy = obj.start + obj.velocity * t
-            radius = obj.radius * obj.growth ** t
-            angle = obj.angle + obj.spin * t
+            (cx, cy), radius, angle = obj.pose(t)
             mask = _shape_mask(obj.kind, xx, yy, cx, cy, radius, angle)
             if not mask.any():
                 continue
@@ -241,7 +267,7 @@ def write_ytvis(root: Path, videos: Sequence[SyntheticVideo], split: str) -> Pat
                             "file_names": [f"{video.name}/{n}.jpg" for n in video.frame_names()]})
         for object_id, class_index in sorted(video.object_classes.items()):
             masks = video.object_masks(object_id)
-            segmentations = [_json_rle(m) if m.any() else None for m in masks]
+            segmentations = [ytvis.json_rle(encode_rle(m)) if m.any() else None for m in masks]
             annotations.append({
                 "id": len(annotations) + 1, "video_id": video_id, "iscrowd": 0,
                 "category_id": THING_CLASSES.index(CLASSES[class_index]) + 1,
@@ -252,11 +278,6 @@ def write_ytvis(root: Path, videos: Sequence[SyntheticVideo], split: str) -> Pat
     path = root / f"{split}.json"
     _dump(path, {"videos": json_videos, "categories": categories_json, "annotations": annotations})
     return path
-
-
-def _json_rle(mask: np.ndarray) -> dict:
-    rle = encode_rle(mask)
-    return {"size": list(rle["size"]), "counts": rle["counts"]}
 
 
 def _bbox(mask: np.ndarray) -> list[int] | None:

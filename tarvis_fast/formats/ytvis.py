@@ -94,7 +94,8 @@ def track_from_masks(video_id: int, category_id: int, score: float, masks: np.nd
     return PredictedTrack(int(video_id), int(category_id), float(score), segmentations)
 
 
-def _json_rle(rle: RLE | None) -> dict | None:
+def json_rle(rle: RLE | None) -> dict | None:
+    """An RLE as the YouTube-VIS json holds it (counts a str, size plain ints); None stays None."""
     if rle is None:
         return None
     counts = rle["counts"]
@@ -106,7 +107,7 @@ def _json_rle(rle: RLE | None) -> dict | None:
 def write_results(path: str | Path, tracks: Iterable[PredictedTrack]) -> None:
     """Write results.json (atomically)."""
     entries = [{"video_id": t.video_id, "category_id": t.category_id, "score": t.score,
-                "segmentations": [_json_rle(rle) for rle in t.segmentations]} for t in tracks]
+                "segmentations": [json_rle(rle) for rle in t.segmentations]} for t in tracks]
     with atomic_open(path, "w") as handle:
         json.dump(entries, handle)
 
