@@ -261,8 +261,8 @@ def run_benchmark(args: argparse.Namespace, cfg: Config, overrides: Sequence[str
             task = _benchmark_request(benchmark, seq, inference, consistent_final_clip=args.final_clip == "consistent",
                                       reuse_points_on_overlap=args.overlap_points != "once")
             frames = (read_image_rgb(path) for path in seq.frames)
-            writer.write_sequence(seq, runner.run(frames, len(seq.frames), (seq.height, seq.width), task, settings,
-                                                  name=seq.name))
+            results = runner.run(frames, len(seq.frames), (seq.height, seq.width), task, settings, name=seq.name)
+            runner.stats.add("write", writer.write_sequence(seq, results))
         print(runner.stats.summary(), file=sys.stderr)
 
     for path in writer.close():
@@ -377,8 +377,9 @@ def run_video(args: argparse.Namespace, cfg: Config, overrides: Sequence[str]) -
                                 disable_resize=args.disable_resize, consistent_final_clip=args.final_clip != "original",
                                 reuse_points_on_overlap=args.overlap_points == "original")
     names = vocabulary(args.vocabulary).names if args.vocabulary else ()
-    write_video_outputs(args.output_dir, results, meta.names, meta.fps or DEFAULT_FPS,
-                        source=str(args.video), task=args.task, vocabulary=args.vocabulary, class_names=names)
+    predictor.runner.stats.add("write", write_video_outputs(
+        args.output_dir, results, meta.names, meta.fps or DEFAULT_FPS, source=str(args.video), task=args.task,
+        vocabulary=args.vocabulary, class_names=names))
     write_run_record(args.output_dir, run, complete=True)
     print(predictor.runner.stats.summary(), file=sys.stderr)
 

@@ -13,6 +13,8 @@ VIS and VPS frames once the whole video is seen (a track's class is averaged ove
 The clip schedule needs the number of frames up front: a video file is counted by decoding it once without
 converting the frames, and a plain iterator is first spooled to a temporary folder on disk. Each result carries
 its frame (`result.image`), read once for the network (VIS, whose results come at the end, reads them again).
+Frames are read and resized ahead in a background thread (`ClipRunner`), so a source given as an iterator is
+iterated in that thread.
 
 Each task takes a benchmark's inference settings (clip length, overlap, resize; SPEC §4): vos DAVIS's, pet
 BURST's, vis/vps those of the vocabulary's dataset; `clip_length`, `frame_overlap`, `min_dim` and
@@ -38,8 +40,10 @@ from tarvis_fast.datasets import vocabulary as get_vocabulary
 from tarvis_fast.formats.davis import VOID_ID
 from tarvis_fast.formats.rle import decode_rle
 from tarvis_fast.inference.accumulate import PanopticFrame, VisTrack
+from tarvis_fast.inference.background import Prefetcher
 from tarvis_fast.inference.propagation import VosFrame
 from tarvis_fast.inference.runner import (
+    PREFETCH_FRAMES,
     ClipRunner,
     ClipSettings,
     Request,
@@ -189,8 +193,9 @@ class VideoPredictor:
         """VIS: the video's tracks are known at its end; the frames are then read again for their results."""
         tracks = list(self.runner.run(stream, video.count, size, request, settings))  # at most tracks_per_video
         names = get_vocabulary(dataset).names
-        for index, image in enumerate(video.read()):
-            yield index, _vis_frame(index, tracks, names, image)
+        with Prefetcher(video.read(), PREFETCH_FRAMES, name="frames") as images:
+            for index, image in enumerate(images):
+                yield index, _vis_frame(index, tracks, names, image)
 
 
 # ============================================================================================== results per frame

@@ -18,6 +18,7 @@ frame at a time. Which objects a VOS/PET clip segments is `propagation.clip_obje
 from __future__ import annotations
 
 import contextlib
+import itertools
 import resource
 import time
 import warnings
@@ -38,6 +39,7 @@ from tarvis_fast.inference.accumulate import (
     VisTrack,
     VpsAccumulator,
 )
+from tarvis_fast.inference.background import Prefetcher
 from tarvis_fast.inference.clips import (
     Clip,
     FrameGeometry,
@@ -56,6 +58,10 @@ from tarvis_fast.model.outputs import InstancePrediction, ObjectPrediction
 from tarvis_fast.tasks import Task
 
 Result = VisTrack | PanopticFrame | VosFrame
+
+# Frames read and resized ahead of the clip being run: a clip's worth (the benchmarks' clips are 6 to 12 frames),
+# so the next clip's frames are ready when the network finishes; about 15 MiB at 480x854.
+PREFETCH_FRAMES = 12
 
 
 # ============================================================================================== settings
@@ -146,24 +152,61 @@ Request = VisRequest | VpsRequest | VosRequest
 
 # ============================================================================================== statistics
 
+STAGES = ("decode", "model", "stitch", "write")
+
+
 @dataclass
 class RunStats:
-    """What a run has done so far, for the closing summary."""
+    """What a run has done so far, for the closing summary.
+
+    `stage_seconds`: how long each stage was busy (`STAGES`): "decode" reading, checking and resizing frames (in a
+    background thread), "model" the network's forward, "stitch" the accumulators and VOS propagation, "write" the
+    writer (in a background thread; added by whoever writes, see `cli.py`). Background stages overlap the others,
+    so they may add up to more than `seconds`. On CUDA the forward is asynchronous: "model" is the time the host
+    spends launching it, and the wait for its results falls into "stitch", where they leave the device.
+    """
 
     frames: int = 0
     clips: int = 0
     seconds: float = 0.0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
     @property
     def frames_per_second(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
+    def add(self, stage: str, seconds: float) -> None:
+        self.stage_seconds[stage] += seconds
+
+    @contextlib.contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Count the block's time into `stage`."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(stage, time.perf_counter() - started)
+
+    def timed_iter(self, stage: str, items: Iterable[Result]) -> Iterator[Result]:
+        """`items`, the time spent producing them counted into `stage` (not the consumer's time in between)."""
+        items = iter(items)
+        while True:
+            with self.timed(stage):
+                item = next(items, _END)
+            if item is _END:
+                return
+            yield item
+
     def summary(self) -> str:
         memory = peak_memory_bytes(self.device)
         where = "GPU memory (allocated)" if self.device.type == "cuda" else "process memory (max RSS)"
+        busy = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in self.stage_seconds.items())
         return (f"{self.frames} frames in {self.clips} clips, {self.seconds:.1f} s: {self.frames_per_second:.2f} "
-                f"frames/s; peak {where} {memory / 2**30:.2f} GiB")
+                f"frames/s; busy: {busy}; peak {where} {memory / 2**30:.2f} GiB")
+
+
+_END = object()  # marks the end of the items in `RunStats.timed_iter`
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -284,8 +327,8 @@ class ClipRunner:
         schedule = clip_schedule(num_frames, settings.clip_length, settings.frame_overlap)
         for clip, images in self._clips(frames, num_frames, schedule, geometry, name):
             prediction = self._forward(images, model_task, dataset=request.dataset)
-            yield from accumulator.add_clip(clip, prediction)
-        yield from accumulator.finish()
+            yield from self.stats.timed_iter("stitch", accumulator.add_clip(clip, prediction))
+        yield from self.stats.timed_iter("stitch", accumulator.finish())
 
     @torch.inference_mode()
     def _run_vos(self, frames: Iterable[np.ndarray], num_frames: int, geometry: FrameGeometry,
@@ -303,53 +346,70 @@ class ClipRunner:
             # Frame by frame, as the original's loader lists a clip's references: the order of new objects, which
             # the final-clip quirk's labels and the order of shared-id rows depend on.
             in_clip = sorted((r for r in references if r.frame_index in clip.frames), key=lambda r: r.frame_index)
-            propagation = accumulator.propagate(clip, [r.object_id for r in in_clip])
-            objects = clip_objects(clip, propagation, in_clip, geometry, self.device,
-                                   reuse_points_on_overlap=request.reuse_points_on_overlap)
+            with self.stats.timed("stitch"):
+                propagation = accumulator.propagate(clip, [r.object_id for r in in_clip])
+                objects = clip_objects(clip, propagation, in_clip, geometry, self.device,
+                                       reuse_points_on_overlap=request.reuse_points_on_overlap)
             if objects is None:
-                yield from accumulator.skip_clip(clip)
+                yield from self.stats.timed_iter("stitch", accumulator.skip_clip(clip))
                 continue
             prediction = self._forward(images, Task.VOS, objects=objects.references)
-            yield from accumulator.add_clip(clip, ObjectClip(prediction, objects.object_ids,
-                                                             objects.reference_frames))
-        yield from accumulator.finish()
+            yield from self.stats.timed_iter("stitch", accumulator.add_clip(
+                clip, ObjectClip(prediction, objects.object_ids, objects.reference_frames)))
+        yield from self.stats.timed_iter("stitch", accumulator.finish())
 
     # -- shared ------------------------------------------------------------------------------------------------
 
     def _forward(self, images: Tensor, task: Task, **kwargs: Any) -> InstancePrediction | ObjectPrediction:
         """The final decoder layer's prediction for one clip (1, T, 3, h, w)."""
         with torch.autocast(self.device.type, dtype=autocast_dtype(self.device), enabled=self.amp), \
-                (_no_duck_sizing() if self.compiled else contextlib.nullcontext()):
+                (_no_duck_sizing() if self.compiled else contextlib.nullcontext()), self.stats.timed("model"):
             return self.model(images, task, all_layers=False, **kwargs).final
 
     def _clips(self, frames: Iterable[np.ndarray], num_frames: int, schedule: list[Clip], geometry: FrameGeometry,
                name: str) -> Iterator[tuple[Clip, Tensor]]:
-        """(clip, images (1, T, 3, h, w) float32 RGB 0..255 on the device) for each clip, reading frames lazily."""
-        stream = iter(frames)
+        """(clip, images (1, T, 3, h, w) float32 RGB 0..255 on the device) for each clip. The frames are read,
+        checked and resized in a background thread, up to `PREFETCH_FRAMES` ahead of the clip being run; their
+        errors are raised here, where the frame is due."""
         held: deque[tuple[int, Tensor]] = deque()  # (video frame, resized (3, h, w) uint8) of the current clip
-        next_frame = 0
+        prepared = Prefetcher(self._prepared_frames(frames, num_frames, schedule[0].start, geometry, name),
+                              PREFETCH_FRAMES, name=f"{name}: frames")
+        next_frame = schedule[0].start
         bar = tqdm(schedule, desc=name, unit="clip", leave=False, disable=not self.progress)
         try:
             for clip in bar:
                 while held and held[0][0] < clip.start:
                     held.popleft()
-                while next_frame < clip.stop:
-                    frame = next(stream, None)
-                    if frame is None:
-                        raise ValueError(f"{name}: the video ended after {next_frame} frames, expected {num_frames}")
-                    _check_frame(frame, next_frame, geometry.original, name)
-                    if next_frame >= clip.start:  # frames before the first clip are not run
-                        resized = geometry.resize_frames(frame[None])[0]
-                        held.append((next_frame, torch.from_numpy(resized).to(self.device).permute(2, 0, 1)))
-                    next_frame += 1
+                for index, resized in itertools.islice(prepared, clip.stop - next_frame):
+                    # Pinned frames (CUDA) are copied without waiting for the device to finish the previous clip.
+                    held.append((index, resized.to(self.device, non_blocking=True)))
+                    next_frame = index + 1
                 images = torch.stack([image for _, image in held]).float()[None]
                 yield clip, images
                 self.stats.clips += 1
-            if next(stream, None) is not None:
-                raise ValueError(f"{name}: the video has more than the {num_frames} frames it was said to have")
+            next(prepared, None)  # the end of the frames, or the error of a video longer than said
         finally:
+            prepared.close()
             bar.close()
             self.stats.frames += next_frame
+            self.stats.add("decode", prepared.busy_seconds)
+
+    def _prepared_frames(self, frames: Iterable[np.ndarray], num_frames: int, first: int, geometry: FrameGeometry,
+                         name: str) -> Iterator[tuple[int, Tensor]]:
+        """(video frame, resized (3, h, w) uint8 on the CPU, pinned for a CUDA device) for frames `first` ..
+        `num_frames - 1`, the earlier ones read and dropped; raises if `frames` holds more or fewer than
+        `num_frames` (the error of a longer video after the last frame)."""
+        stream = iter(frames)
+        for index in range(num_frames):
+            frame = next(stream, None)
+            if frame is None:
+                raise ValueError(f"{name}: the video ended after {index} frames, expected {num_frames}")
+            _check_frame(frame, index, geometry.original, name)
+            if index >= first:  # frames before the first clip are not run
+                resized = torch.from_numpy(geometry.resize_frames(frame[None])[0]).permute(2, 0, 1)
+                yield index, resized.pin_memory() if self.device.type == "cuda" else resized
+        if next(stream, None) is not None:
+            raise ValueError(f"{name}: the video has more than the {num_frames} frames it was said to have")
 
 
 def _check_frame(frame: np.ndarray, index: int, size: tuple[int, int], name: str) -> None:

@@ -31,9 +31,14 @@ from tarvis_fast.formats.image import IMAGE_SUFFIXES, read_image
 from tarvis_fast.formats.jsonfile import json_field, json_list, read_json
 from tarvis_fast.formats.rle import decode_rle, encode_rle
 from tarvis_fast.formats.run_record import RUN_JSON
+from tarvis_fast.inference.background import consume_in_background
 from tarvis_fast.tasks import Task
 
 MASKS_DIR, MASKS_JSON, OVERLAY_VIDEO = "masks", "masks.json", "overlay.mp4"
+
+# Results queued for the writer thread: enough to ride out a slow frame (a PNG of many objects) without holding
+# more than a clip's worth of full-size frames and masks.
+WRITE_AHEAD = 8
 
 FrameInput = str | os.PathLike | Sequence[np.ndarray] | Iterable[np.ndarray]
 
@@ -244,24 +249,33 @@ class FrameResult:
         return ids
 
 
-def write_video_outputs(output_dir: Path, results: Iterator[tuple[int, FrameResult]],
+def write_video_outputs(output_dir: Path, results: Iterable[tuple[int, FrameResult]],
                         frame_names: Sequence[str] | None, fps: float, *, source: str, task: str,
-                        vocabulary: str | None, class_names: Sequence[str]) -> None:
+                        vocabulary: str | None, class_names: Sequence[str]) -> float:
     """Write masks/, masks.json and overlay.mp4 (module docstring) as the results stream in; each result carries
-    its frame (`FrameResult.image`). Every file appears complete or not at all."""
+    its frame (`FrameResult.image`). Every file appears complete or not at all.
+
+    `results` is iterated here (it runs the model) while a background thread encodes and writes, in order, up to
+    `WRITE_AHEAD` results behind; an error of either is raised here. Returns the seconds the writer was busy."""
     (output_dir / MASKS_DIR).mkdir(parents=True, exist_ok=True)
     colours = _class_colours(vocabulary) if task == "vps" else None
-    with atomic_open(output_dir / MASKS_JSON, "w") as rle_json, \
-            OverlayVideoWriter(output_dir / OVERLAY_VIDEO, fps=fps) as overlay:
-        # Streamed: the header, then one frame's entry at a time.
-        header = {"source": source, "task": task, "vocabulary": vocabulary}
-        rle_json.write("{" + "".join(f"{json.dumps(k)}: {json.dumps(v)}, " for k, v in header.items()) + '"frames": [')
-        for count, (index, result) in enumerate(results):
-            name = frame_names[index] if frame_names else f"{index:05d}"
-            _write_mask_png(output_dir / MASKS_DIR / f"{name}.png", result)
-            rle_json.write((",\n" if count else "\n") + json.dumps(_frame_json(index, name, result, class_names)))
-            overlay.write(_overlay(result, colours))
-        rle_json.write("\n]}\n")
+
+    def write(items: Iterator[tuple[int, FrameResult]]) -> None:
+        with atomic_open(output_dir / MASKS_JSON, "w") as rle_json, \
+                OverlayVideoWriter(output_dir / OVERLAY_VIDEO, fps=fps) as overlay:
+            # Streamed: the header, then one frame's entry at a time.
+            header = {"source": source, "task": task, "vocabulary": vocabulary}
+            rle_json.write("{" + "".join(f"{json.dumps(k)}: {json.dumps(v)}, " for k, v in header.items())
+                           + '"frames": [')
+            for count, (index, result) in enumerate(items):
+                name = frame_names[index] if frame_names else f"{index:05d}"
+                _write_mask_png(output_dir / MASKS_DIR / f"{name}.png", result)
+                rle_json.write((",\n" if count else "\n") + json.dumps(_frame_json(index, name, result, class_names)))
+                overlay.write(_overlay(result, colours))
+            rle_json.write("\n]}\n")
+
+    _, busy_seconds = consume_in_background(results, write, depth=WRITE_AHEAD, name="video writer")
+    return busy_seconds
 
 
 def video_output_files(output_dir: Path) -> list[Path]:

@@ -47,6 +47,7 @@ from tarvis_fast.formats import burst, davis, kitti_step, panoptic, ytvis
 from tarvis_fast.formats.atomic import atomic_open
 from tarvis_fast.formats.rle import encode_rle
 from tarvis_fast.inference.accumulate import PanopticFrame, VisTrack
+from tarvis_fast.inference.background import consume_in_background
 from tarvis_fast.inference.propagation import VosFrame
 from tarvis_fast.inference.sequences import Benchmark, SequenceInfo
 
@@ -55,6 +56,7 @@ logger = logging.getLogger(__name__)
 PARTS_DIR = "parts"
 RESULTS_JSON = "results.json"
 RESULTS_ZIP = "results.zip"
+WRITE_AHEAD = 8  # results queued for the writer thread: a few frames' full-size maps
 
 
 # ============================================================================================== shared pieces
@@ -143,14 +145,19 @@ class ResultWriter(ABC):
         """Names of the benchmark's sequences that have no results yet."""
         return [seq.name for seq in self.benchmark.sequences() if not self.is_done(seq)]
 
-    def write_sequence(self, seq: SequenceInfo, results: Iterable[VisTrack | PanopticFrame | VosFrame]) -> None:
-        """Consume the accumulator's results for `seq` and write its files, its part last."""
+    def write_sequence(self, seq: SequenceInfo, results: Iterable[VisTrack | PanopticFrame | VosFrame]) -> float:
+        """Consume the accumulator's results for `seq` and write its files, its part last.
+
+        `results` is iterated here (it runs the model) while a background thread writes, in order, up to
+        `WRITE_AHEAD` results behind; an error of either is raised here. Returns the seconds the writer was busy."""
         if seq.name not in self._names:
             raise ValueError(f"sequence {seq.name!r} is not part of {self.benchmark.name} ({self.benchmark.split})")
         # Not done while its files are being replaced: a run that dies here leaves the sequence to do again.
         self.part_path(seq).unlink(missing_ok=True)
-        part = self._write(seq, iter(results))
+        part, busy_seconds = consume_in_background(results, lambda items: self._write(seq, items),
+                                                   depth=WRITE_AHEAD, name=f"{seq.name}: writer")
         _dump_json(self.part_path(seq), part)
+        return busy_seconds
 
     def close(self) -> list[Path]:
         """The official files, once every sequence is done; else [] (the missing ones are logged)."""
