@@ -164,7 +164,9 @@ class MaskedAttentionDecoder(GradCheckpointing, nn.Module):
         for level, x in enumerate(levels):
             b, c, t, h, w = x.shape
             sizes.append((t, h, w))
-            feats = x.flatten(2).transpose(1, 2) + self.scale_embed.weight[level]  # (B, T·h·w, C)
+            # Tokens (B, T·h·w, C) with the level embedding added, written in one pass: the neck's levels are
+            # token-major in memory, so the sum comes out contiguous and the flatten is a view.
+            feats = (x.permute(0, 2, 3, 4, 1) + self.scale_embed.weight[level]).flatten(1, 3)
             pos = sine_embedding_3d(t, h, w, num_feats=c // 2, normalize=True, device=x.device)
             values.append(feats)
             keys.append(feats + pos.flatten(1).t())

@@ -165,21 +165,32 @@ def window_token_index(level_shapes: Sequence[tuple[int, int]], device: torch.de
     return torch.cat(parts, 1)
 
 
-def to_windows(x: Tensor, index: Tensor) -> Tensor:
-    """(B, T, S, C) per-frame tokens -> (B·P, K·T, C) windows, frame fastest within a window's tokens."""
-    b, t, _, c = x.shape
-    p, k = index.shape
-    return x[:, :, index.flatten()].view(b, t, p, k, c).permute(0, 2, 3, 1, 4).reshape(b * p, k * t, c)
+def window_orders(index: Tensor, frames: int) -> tuple[Tensor, Tensor]:
+    """Gather indices between a clip's tokens, flattened (T·S), and the window layout, from `window_token_index`
+    (P, K):
+
+    order   (P, K·T): the flat position t·S + s of each window token; within a window its K tokens in `index`
+            order and, for each token, its T frames (frame fastest)
+    inverse (T, S):   the window-layout position of each clip token (the inverse permutation)
+
+    Moving between the layouts is then one gather each way, instead of a gather plus a permuted copy.
+    """
+    num_tokens = index.numel()
+    frame_offsets = torch.arange(frames, device=index.device) * num_tokens
+    order = (index[:, :, None] + frame_offsets).flatten(1)
+    inverse = order.flatten().argsort().view(frames, num_tokens)
+    return order, inverse
 
 
-def from_windows(windows: Tensor, index: Tensor, batch: int, frames: int) -> Tensor:
-    """Inverse of `to_windows`: (B·P, K·T, C) -> (B, T, S, C)."""
-    p, k = index.shape
-    c = windows.shape[-1]
-    tokens = windows.view(batch, p, k, frames, c).permute(0, 3, 1, 2, 4).reshape(batch, frames, p * k, c)
-    out = tokens.new_empty(tokens.shape)
-    out[:, :, index.flatten()] = tokens
-    return out
+def to_windows(x: Tensor, order: Tensor) -> Tensor:
+    """(B, T, S, C) per-frame tokens -> (B·P, K·T, C) windows (`order` from `window_orders`)."""
+    b, t, s, c = x.shape
+    return x.reshape(b, t * s, c)[:, order].flatten(0, 1)
+
+
+def from_windows(windows: Tensor, inverse: Tensor) -> Tensor:
+    """Inverse of `to_windows`: (B·P, K·T, C) -> (B, T, S, C) (`inverse` from `window_orders`)."""
+    return windows.reshape(-1, inverse.numel(), windows.shape[-1])[:, inverse]
 
 
 class DeformableTemporalEncoder(GradCheckpointing, nn.Module):
@@ -209,13 +220,13 @@ class DeformableTemporalEncoder(GradCheckpointing, nn.Module):
         spatial_shapes = torch.tensor(level_shapes, dtype=torch.int64, device=device)
         level_start_index = torch.cat((spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1]))
         reference_points = torch.cat([_pixel_centres(h, w, device) for h, w in level_shapes])
-        index = window_token_index(level_shapes, device)
-        window_pos = to_windows(pos_3d[None], index).repeat(batch, 1, 1)
+        order, inverse = window_orders(window_token_index(level_shapes, device), frames)
+        window_pos = to_windows(pos_3d[None], order).repeat(batch, 1, 1)
         for layer, temporal_layer in zip(self.layers, self.temporal_layers):
             src = self.run_layer(layer, src, pos_2d, reference_points, spatial_shapes, level_start_index)
-            windows = self.run_layer(temporal_layer, to_windows(src.view(batch, frames, *src.shape[1:]), index),
+            windows = self.run_layer(temporal_layer, to_windows(src.view(batch, frames, *src.shape[1:]), order),
                                      window_pos)
-            src = from_windows(windows, index, batch, frames).flatten(0, 1)
+            src = from_windows(windows, inverse).flatten(0, 1)
         return src
 
 
@@ -321,17 +332,17 @@ class TemporalNeck(nn.Module):
     def forward(self, features: Mapping[str, Tensor], batch: int) -> list[Tensor]:
         """
         features: "res2".."res5", each (B·T, C_l, h_l, w_l) with frames of a clip consecutive
-        returns   [F32, F16, F8, M4], each (B, C, T, h, w)
+        returns   [F32, F16, F8, M4], each (B, C, T, h, w). F32..F8 are views of the encoder's token-major
+                  output ((B, T, h, w, C) in memory, what the decoder reads as keys), M4 is contiguous.
         """
         srcs = [proj(features[name]) for proj, name in zip(self.input_proj, ENCODER_FEATURES)]
         encoded = self.transformer(srcs, batch)
         fine = self.adapter_1(features["res2"])
-        fine = fine + F.interpolate(encoded[-1], size=fine.shape[-2:], mode="bilinear", align_corners=False)
-        mask_features = self.mask_features(self.layer_1(fine))
-        return [_to_clip(x, batch) for x in (*encoded, mask_features)]
-
-
-def _to_clip(x: Tensor, batch: int) -> Tensor:
-    """(B·T, C, h, w) -> (B, C, T, h, w), contiguous: the decoder flattens (T, h, w) of every map."""
-    bt, c, h, w = x.shape
-    return x.reshape(batch, bt // batch, c, h, w).transpose(1, 2).contiguous()
+        # The encoder's maps are channels-last in memory: upsampled as they are, the sum with `fine` would mix
+        # two layouts, which costs three times what making the 1/8 map contiguous first does.
+        coarse = F.interpolate(encoded[-1].contiguous(), size=fine.shape[-2:], mode="bilinear", align_corners=False)
+        mask_features = self.mask_features(self.layer_1(fine.add_(coarse)))
+        levels = [x.unflatten(0, (batch, -1)).transpose(1, 2) for x in encoded]
+        # The decoder multiplies the mask features by every query's embedding as one (C, T·h·w) matrix per clip.
+        mask_features = mask_features.unflatten(0, (batch, -1)).transpose(1, 2).contiguous()
+        return [*levels, mask_features]

@@ -14,6 +14,7 @@ from tarvis_fast.model.neck import (
     WindowAttentionLayer,
     from_windows,
     to_windows,
+    window_orders,
     window_token_index,
 )
 
@@ -52,12 +53,13 @@ def test_window_token_index_needs_even_coarse_sides() -> None:
 
 def test_windows_round_trip_with_frames_fastest() -> None:
     index = window_token_index(LEVELS)
+    order, inverse = window_orders(index, 3)
     x = torch.randn(2, 3, index.numel(), 5)  # (B, T, S, C)
-    windows = to_windows(x, index)
+    windows = to_windows(x, order)
     assert windows.shape == (2 * 2, 84 * 3, 5)
     # window 1 of batch element 1: token n of the window at frame t sits at n * T + t
     torch.testing.assert_close(windows[3].view(84, 3, 5), x[1][:, index[1]].transpose(0, 1))
-    torch.testing.assert_close(from_windows(windows, index, 2, 3), x)
+    torch.testing.assert_close(from_windows(windows, inverse), x)
 
 
 def reference_window_layer(layer: WindowAttentionLayer, x: torch.Tensor, pos: torch.Tensor,
@@ -88,10 +90,11 @@ def test_window_attention_layer_matches_per_window_attention(frames: int, traini
     level_shapes = [(2, 2), (4, 4), (8, 8)] if frames == 6 else LEVELS
     layer = WindowAttentionLayer(dim=32, num_heads=4, ffn_dim=48, backend="torch").train(training)
     index = window_token_index(level_shapes)
+    order, inverse = window_orders(index, frames)
     x = torch.randn(2, frames, index.numel(), 32)
     pos = torch.randn(1, frames, index.numel(), 32).expand(2, -1, -1, -1)
     with torch.no_grad():
-        actual = from_windows(layer(to_windows(x, index), to_windows(pos, index)), index, 2, frames)
+        actual = from_windows(layer(to_windows(x, order), to_windows(pos, order)), inverse)
         expected = reference_window_layer(layer, x.double(), pos.double(), level_shapes)
     torch.testing.assert_close(actual.double(), expected, rtol=1e-5, atol=1e-5)
 
