@@ -46,6 +46,7 @@ from tarvis_fast.inference.clips import (
     ImagesResizer,
     clip_schedule,
 )
+from tarvis_fast.inference.host_memory import release_freed_memory, retain_freed_memory
 from tarvis_fast.inference.propagation import (
     ObjectClip,
     VosAccumulator,
@@ -265,6 +266,9 @@ class ClipRunner:
             size compiles them (minutes on a CPU, seconds from the on-disk cache); a string or a callable names the
             torch.compile backend (default inductor).
         progress: show a progress bar over each video's clips.
+
+    On the CPU, the process keeps the memory it frees for its next allocations from then on
+    (`host_memory.retain_freed_memory`).
     """
 
     def __init__(self, model: nn.Module, *, device: str | torch.device | None = None, amp: bool = False,
@@ -273,6 +277,8 @@ class ClipRunner:
             raise ValueError("ClipRunner: the model must be in eval mode (model.eval()); training mode uses other "
                              "query counts")
         self.device = torch.device(device) if device is not None else default_device()
+        if self.device.type == "cpu":
+            retain_freed_memory()  # else every clip page-faults its feature maps in afresh (host_memory.py)
         self.model = model.to(self.device)
         self.amp, self.progress, self.compiled = amp, progress, bool(compile)
         if compile:
@@ -301,12 +307,14 @@ class ClipRunner:
         return self._timed(results)
 
     def _timed(self, results: Iterator[Result]) -> Iterator[Result]:
-        """Count the time until the video's last result into `stats` (the consumer's time included)."""
+        """Count the time until the video's last result into `stats` (the consumer's time included); then return
+        the memory the video's clips kept (`host_memory`), so that a long-lived process does not hold it."""
         started = time.perf_counter()
         try:
             yield from results
         finally:
             self.stats.seconds += time.perf_counter() - started
+            release_freed_memory()
 
     # -- per task -----------------------------------------------------------------------------------------------
 
