@@ -175,14 +175,22 @@ def draw_overlay(frame: np.ndarray, ids: np.ndarray, labels: Mapping[int, str], 
     return out
 
 
+# The codec of each overlay container, all in OpenCV's own FFmpeg build: MPEG-4 part 2 (H.264 is not in it), Motion
+# JPEG, and VP8, which browsers play (OpenCV warns that it writes VP8 under another tag; players do not mind).
+OVERLAY_CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".webm": "VP80"}
+
+
 class OverlayVideoWriter:
-    """Writes overlay frames to an .mp4 (or .avi) file; the file appears complete or not at all.
+    """Writes overlay frames to an .mp4, .avi or .webm file (`OVERLAY_CODECS`); the file appears complete or not
+    at all.
 
     Use as a context manager; frames are (H, W, 3) uint8 RGB of one size.
     """
 
     def __init__(self, path: str | os.PathLike, fps: float = 10.0) -> None:
         self.path = Path(path)
+        if self.path.suffix.lower() not in OVERLAY_CODECS:
+            raise ValueError(f"{self.path}: an overlay video is {', '.join(OVERLAY_CODECS)}")
         self.fps = fps
         self._writer: cv2.VideoWriter | None = None
         self._pending: PendingFile | None = None
@@ -191,7 +199,7 @@ class OverlayVideoWriter:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._pending = PendingFile(self.path)
-            fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
+            fourcc = cv2.VideoWriter_fourcc(*OVERLAY_CODECS[self.path.suffix.lower()])
             self._writer = cv2.VideoWriter(str(self._pending.tmp), fourcc, self.fps, (frame.shape[1], frame.shape[0]))
             if not self._writer.isOpened():
                 raise RuntimeError(f"cannot write video {self.path} (codec unavailable?)")

@@ -70,3 +70,16 @@ def test_id_colours_are_the_voc_map_and_cycle_past_255():
     np.testing.assert_array_equal(id_colours(np.arange(6)), expected)
     np.testing.assert_array_equal(id_colours(np.array([255, 256, 257, 510])),
                                   [[224, 224, 192], [128, 0, 0], [0, 128, 0], [224, 224, 192]])
+
+
+def test_overlay_codec_by_suffix(tmp_path):
+    """A .webm overlay (VP8, what browsers play) reads back; an unknown suffix is refused before any work."""
+    frame = np.full((48, 64, 3), 120, np.uint8)
+    with OverlayVideoWriter(tmp_path / "overlay.webm", fps=5) as writer:
+        for _ in range(3):
+            writer.write(frame)
+    frames = list(open_frames(tmp_path / "overlay.webm").frames)
+    assert len(frames) == 3 and frames[0].shape == (48, 64, 3)
+    assert np.abs(frames[0].astype(int) - 120).mean() < 10
+    with pytest.raises(ValueError, match=r"overlay.mkv: an overlay video is .mp4, .avi, .webm"):
+        OverlayVideoWriter(tmp_path / "overlay.mkv")
