@@ -341,7 +341,7 @@ class TemporalNeck(nn.Module):
         # The encoder's maps are channels-last in memory: upsampled as they are, the sum with `fine` would mix
         # two layouts, which costs three times what making the 1/8 map contiguous first does.
         coarse = F.interpolate(encoded[-1].contiguous(), size=fine.shape[-2:], mode="bilinear", align_corners=False)
-        mask_features = self.mask_features(self.layer_1(fine.add_(coarse)))
+        mask_features = self.mask_features(self.layer_1(fine + coarse))
         levels = [x.unflatten(0, (batch, -1)).transpose(1, 2) for x in encoded]
         # The decoder multiplies the mask features by every query's embedding as one (C, T·h·w) matrix per clip.
         mask_features = mask_features.unflatten(0, (batch, -1)).transpose(1, 2).contiguous()
