@@ -11,9 +11,16 @@ consumes its results differ.
 Per clip of the schedule (`clip_schedule`): the clip's frames are read from the stream (frames before the first
 clip are read and dropped; a clip's overlap frames are kept from the previous clip, already resized), resized by
 the request's `ImagesResizer`, the network runs on them under `torch.inference_mode()` (and bf16 autocast with
-`amp`), and the task's accumulator stitches its output. Memory stays bounded on long videos: one clip of resized
-frames, the accumulator's state (see `accumulate.py`, `propagation.py`) and nothing at full resolution beyond a
-frame at a time. Which objects a VOS/PET clip segments is `propagation.clip_objects`'s business.
+`amp`), and the task's accumulator stitches its output. Reading, checking and resizing run in a background thread
+(`background.Prefetcher`) up to `PREFETCH_FRAMES` ahead, so the network does not wait for them. Memory stays
+bounded on long videos: one clip of resized frames and those read ahead, the accumulator's state (see
+`accumulate.py`, `propagation.py`) and nothing at full resolution beyond a frame at a time. Which objects a VOS/PET
+clip segments is `propagation.clip_objects`'s business. `RunStats` times each stage.
+
+On CUDA the loop itself never waits for the device: frames go up from pinned memory without blocking. The host
+waits where results must leave it, in the accumulators: VIS/VPS query selection (`nonzero`), the IoU matching of
+tracks and the painting of VPS segments (on the host), the masks and maps of final frames, and which VOS objects
+are still alive (it decides the next clip's inputs); and wherever the network itself branches on data.
 """
 from __future__ import annotations
 
@@ -380,10 +387,10 @@ class ClipRunner:
         checked and resized in a background thread, up to `PREFETCH_FRAMES` ahead of the clip being run; their
         errors are raised here, where the frame is due."""
         held: deque[tuple[int, Tensor]] = deque()  # (video frame, resized (3, h, w) uint8) of the current clip
-        prepared = Prefetcher(self._prepared_frames(frames, num_frames, schedule[0].start, geometry, name),
-                              PREFETCH_FRAMES, name=f"{name}: frames")
         next_frame = schedule[0].start
         bar = tqdm(schedule, desc=name, unit="clip", leave=False, disable=not self.progress)
+        prepared = Prefetcher(self._prepared_frames(frames, num_frames, schedule[0].start, geometry, name),
+                              PREFETCH_FRAMES, name=f"{name}: frames")
         try:
             for clip in bar:
                 while held and held[0][0] < clip.start:
