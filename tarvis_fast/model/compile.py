@@ -4,10 +4,12 @@ Compiling the backbone and the decoder whole with dynamic shapes (the first appr
 generation busy for over 30 minutes on a 2-core CPU (Swin-T, 4x256x384) before the first call returned. Here the
 repeated blocks are compiled instead, each on its own (PyTorch's "regional compilation"):
 
-- Swin blocks and patch merging, ResNet bottlenecks, the neck's deformable and window layers, and the decoder's
-  cross-attention, self-attention and FFN blocks. Blocks of one kind share their code, so Dynamo traces and Inductor
-  compiles each (kind, input shape) once and every other block of that kind reuses the graph: Swin-T's 12 blocks
-  cost 8 graphs (4 stages x regular/shifted shapes), the decoder's 27 blocks 3 x the number of levels.
+- Swin blocks, ResNet bottlenecks, the neck's deformable and window layers, and the decoder's cross-attention,
+  self-attention and FFN blocks. Blocks of one kind share their code, so Dynamo traces and Inductor compiles each
+  (kind, input shape) once and every other block of that kind reuses the graph: Swin-T's 12 blocks cost 4 graphs,
+  one per stage (regular and shifted windows run the same code, their windows given as data: see
+  `backbones/swin.py`; when they branched on the shift, the 8 graphs took 90 CPU seconds to compile instead of 50),
+  the decoder's 27 blocks 3 x the number of levels.
 - Spatial sizes are static: Inductor generates code for exact heights and widths, which is what keeps it fast
   (with symbolic heights and widths, its index simplification of the window partitions is what took the half
   hour), and the model pads frames to multiples of 64, so a video's spatial shapes are those of its padded size.
@@ -17,8 +19,9 @@ repeated blocks are compiled instead, each on its own (PyTorch's "regional compi
   (VOS objects) are marked dynamic before each call (`DYNAMIC_DIMS`): they are batch-like (outer loops and matmul
   sizes), cheap for Inductor, and they would otherwise recompile for every clip length and object count. A size
   of 0 or 1 is still specialised by Dynamo (one more graph, e.g. for a one-frame clip).
-- Everything else (patch embedding, position embeddings, query set-up, the object encoder with its data-dependent
-  shapes, the prediction heads) runs eagerly: it is cheap, or it would recompile per clip.
+- Everything else (patch embedding, Swin's patch merging, position embeddings, query set-up, the object encoder
+  with its data-dependent shapes, the prediction heads) runs eagerly: it is cheap, or it would recompile per clip.
+  (Compiling Swin-T's 3 patch mergings cost 3 graphs and 7 CPU seconds for no measurable gain.)
 
 Compiled artefacts (Inductor's FX graph cache and AOTAutograd's cache, on by default) are kept on disk in
 `TORCHINDUCTOR_CACHE_DIR`; `default_cache_dir` puts them under `~/.cache/tarvis_fast/inductor` unless that
@@ -36,14 +39,13 @@ import torch
 from torch import nn
 
 from tarvis_fast.model.backbones.resnet import BasicBlock, Bottleneck
-from tarvis_fast.model.backbones.swin import PatchMerging, SwinBlock
+from tarvis_fast.model.backbones.swin import SwinBlock
 from tarvis_fast.model.decoder import CrossAttentionBlock, FFNBlock, SelfAttentionBlock
 from tarvis_fast.model.neck import DeformableEncoderLayer, WindowAttentionLayer
 
 # Per block type, the (positional argument, dimension) pairs that scale with the clip's frames or queries.
 DYNAMIC_DIMS: dict[type[nn.Module], tuple[tuple[int, int], ...]] = {
     SwinBlock: ((0, 0),),                            # x (B·T, H, W, C)
-    PatchMerging: ((0, 0),),                         # x (B·T, H, W, C)
     Bottleneck: ((0, 0),),                           # x (B·T, C, H, W)
     BasicBlock: ((0, 0),),
     DeformableEncoderLayer: ((0, 0),),               # src (B·T, S, C)
@@ -56,9 +58,10 @@ DYNAMIC_DIMS: dict[type[nn.Module], tuple[tuple[int, int], ...]] = {
 REGION_TYPES: tuple[type[nn.Module], ...] = tuple(DYNAMIC_DIMS)
 
 # Graphs one block's code may hold (Dynamo's per-code-object recompile limit): the distinct input shapes of all
-# blocks of a kind over the buckets a process sees. A Swin block kind sees 4 stages x 2 shapes per bucket; 64
-# leaves room for about 8 buckets, after which Dynamo runs that block eagerly (with a warning) rather than
-# compiling without end.
+# blocks of a kind over the buckets a process sees. A Swin block sees 4 stages per bucket, the decoder's
+# cross-attention 2 graphs (Inductor specialises key counts above 4096) and a one-frame clip 1 more; 64 leaves room
+# for about 8 buckets, after which Dynamo runs that block eagerly (with a warning) rather than compiling without
+# end.
 RECOMPILE_LIMIT = 64
 
 
