@@ -49,9 +49,9 @@ from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tarvis_fast.config import load_config  # noqa: E402
-from tarvis_fast.model import ObjectReferences, Task, build_model  # noqa: E402
-from tests.model.test_original_parity import parity_state_dict  # noqa: E402
+from tarvis_fast.config import load_config
+from tarvis_fast.model import ObjectReferences, Task, build_model
+from tests.model.test_original_parity import parity_state_dict
 
 CONFIG = REPO / "configs" / "finetune_resnet50_swin-tiny.yaml"
 TASKS = {"VIS": "YOUTUBE_VIS", "VPS": "KITTI_STEP", "VOS": "DAVIS", "PET": "BURST"}  # task -> dataset
@@ -251,7 +251,7 @@ def import_original(path: Path, deps: Path | None):
 
 def build_original(backbone: str, ours_cfg, state: dict[str, Tensor]) -> nn.Module:
     _install_stand_ins(_original_cfg(ours_cfg, backbone))
-    for name in [n for n in sys.modules if n.startswith("tarvis.modelling") or n.startswith("tarvis.inference")]:
+    for name in [n for n in sys.modules if n.startswith(("tarvis.modelling", "tarvis.inference"))]:
         del sys.modules[name]  # the backbone builder reads the config at build time
     from tarvis.inference.tarvis_inference_model import TarvisInferenceModel
 

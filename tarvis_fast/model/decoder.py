@@ -162,7 +162,7 @@ class MaskedAttentionDecoder(GradCheckpointing, nn.Module):
             raise ValueError(f"decoder: unknown query groups {sorted(unknown)}; known: {QUERY_GROUPS}")
         keys, values, sizes = [], [], []
         for level, x in enumerate(levels):
-            b, c, t, h, w = x.shape
+            _, c, t, h, w = x.shape
             sizes.append((t, h, w))
             # Tokens (B, T·h·w, C) with the level embedding added, written in one pass: the neck's levels are
             # token-major in memory, so the sum comes out contiguous and the flatten is a view.
