@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from tarvis_fast.model import ObjectReferences, Task
+from tarvis_fast.model.backbones import SwinTransformer
+from tarvis_fast.model.compile import compile_regions
 
 from helpers.tiny import box_masks, clip, tiny_model
 
@@ -89,3 +92,23 @@ def test_triton_kernels_give_the_pytorch_paths_gradients() -> None:
     for name in expected:
         scale = expected[name].abs().max().item()
         torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-4 * scale, msg=name)
+
+
+
+@pytest.mark.slow
+def test_regular_and_shifted_swin_blocks_share_one_graph_per_stage() -> None:
+    # The backbone's compile time is its graph count: regular and shifted windows are data (WindowLayout), not a
+    # branch on the block's shift, so one stage's blocks trace once. Dynamo with the "eager" backend counts the
+    # graphs that compile_regions hands to Inductor, in seconds.
+    torch._dynamo.reset()
+    counters.clear()
+    model = SwinTransformer(embed_dim=8, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window=4,
+                            drop_path_rate=0.0).eval()
+    images = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(images)
+        assert compile_regions(model, backend="eager") == 8
+        actual = model(images)
+    assert counters["stats"]["unique_graphs"] == 4  # one per stage
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name])
