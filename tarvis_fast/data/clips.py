@@ -11,8 +11,9 @@ where the original draws it but applied to the final frames (fewer pixels): it i
 flips and crops and differs only by interpolation rounding at colour edges for the resize.
 
 VOS / PET clip: a reference frame t < len - T holding >= n objects is frame 0 of the clip, T-1 more frames drawn from
-(t, t + R), sorted; n of t's objects at random; colour jitter; resize first, then flip, then a 0.75 x 0.75 crop keeping
-the whole of the objects' frame-0 masks (skipped when impossible). PET points are the frame-0 masks' interior points.
+(t, t + R), sorted; n of t's objects at random; colour jitter; resize first, then flip, then a crop of `crop_factor`
+(the original's 0.75 x 0.75 unless the config says otherwise) x the frame keeping the whole of the objects' frame-0
+masks (skipped when impossible). PET points are the frame-0 masks' interior points.
 
 A clip with nothing left (no instance after cropping, an object gone from frame 0) is unusable: `sample` draws another
 with the same generator, and counts it in `meta["retries"]`.
@@ -35,7 +36,6 @@ from tarvis_fast.resize import min_dim_size, resize_frames, resize_masks
 from tarvis_fast.tasks import Task
 
 MAX_OBJECTS = 4          # VOS/PET samples have 1..4 objects (the original's max_num_instances)
-VOS_CROP_FACTOR = (0.75, 0.75)
 MAX_TRIES = 50           # unusable draws in a row before a dataset is declared unusable
 
 
@@ -62,7 +62,7 @@ class ClipSettings:
     clip_length: int
     frame_range: int                   # R = round(frame_sampling_multiplicative_factor * T)
     resize: Resize
-    crop_factor: tuple[float, float]   # (h, w) of the VIS/VPS crop relative to the frame
+    crop_factor: tuple[float, float]   # (h, w) of the crop relative to the frame (VOS: of the resized frame)
     colour: ColourJitter
     consecutive: bool = False          # VIS/VPS: T consecutive frames from a random start (Cityscapes-VPS)
 
@@ -228,7 +228,7 @@ class VideoClipSource(ClipSource):
         images = resize_frames(images, out)
         masks = resize_masks(masks.reshape(-1, *masks.shape[2:]), out).reshape(num_objects, len(frames), *out)
         flipped, images, (masks,) = _flip(rng, images, masks)
-        size = crop_size(*out, VOS_CROP_FACTOR)
+        size = crop_size(*out, self.settings.crop_factor)
         corner = mask_preserving_crop(masks[:, 0].any(0), size, rng) if masks[:, 0].any() else None
         if corner is not None:
             (y, x), (h, w) = corner, size

@@ -23,7 +23,7 @@ from helpers.own_data import (
 
 from tarvis_fast.config import Config, build_config
 from tarvis_fast.data.augment import crop_size, resize_labels
-from tarvis_fast.data.clips import VOS_CROP_FACTOR, ClipSource
+from tarvis_fast.data.clips import ClipSource
 from tarvis_fast.data.points import mask_to_point
 from tarvis_fast.data.sample import ClipSample
 from tarvis_fast.data.sources import build_source
@@ -31,6 +31,8 @@ from tarvis_fast.resize import resize_masks
 from tarvis_fast.tasks import Task
 
 MIN_DIM = 45  # frames are 60 x 80: every clip is resized
+
+VOS_CROP = (0.75, 0.75)  # the original's VOS crop, a VOS dataset's default crop_factor
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ def _expected_vos(scene: Scene, sample: ClipSample, ks: list[int]) -> np.ndarray
     if meta["flipped"]:
         masks = masks[..., ::-1]
     if meta["crop"] is not None:
-        (y, x), (h, w) = meta["crop"], crop_size(*resized, VOS_CROP_FACTOR)
+        (y, x), (h, w) = meta["crop"], crop_size(*resized, VOS_CROP)
         masks = masks[..., y:y + h, x:x + w]
     return masks
 

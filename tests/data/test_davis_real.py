@@ -10,22 +10,33 @@ from PIL import Image
 
 from tarvis_fast.config import build_config
 from tarvis_fast.data.augment import crop_size
-from tarvis_fast.data.clips import VOS_CROP_FACTOR
 from tarvis_fast.data.points import mask_to_point
 from tarvis_fast.data.sources import build_source
 from tarvis_fast.resize import resize_masks
 from tarvis_fast.tasks import Task
 
 
-@pytest.fixture(scope="module")
-def source(davis_clip: Path):
-    dataset = {"type": "vos", "training": {
-        "layout": "davis_folder", "images": str(davis_clip / "JPEGImages"), "annotations": str(davis_clip / "osvos"),
-        "frame_sampling_multiplicative_factor": 7.5,
-        "image_resize": {"mode": "min_dim", "min_dims": [240, 288], "max_dim": 1333}}}
+def _source(davis_clip: Path, **settings):
+    """The real clip as a VOS training dataset; `settings` are extra keys of its `training:` entry."""
+    training = {"layout": "davis_folder", "images": str(davis_clip / "JPEGImages"),
+                "annotations": str(davis_clip / "osvos"), "frame_sampling_multiplicative_factor": 7.5,
+                "image_resize": {"mode": "min_dim", "min_dims": [240, 288], "max_dim": 1333}, **settings}
+    dataset = {"type": "vos", "training": training}
     cfg = build_config([("test", {"datasets": {"DAVIS": dataset},
                                   "training": {"dataset_list": ["DAVIS"], "dataset_weights": [1.0]}})])
     return build_source("DAVIS", cfg)
+
+
+@pytest.fixture(scope="module")
+def source(davis_clip: Path):
+    return _source(davis_clip)
+
+
+def test_the_vos_crop_is_the_originals_unless_configured(source, davis_clip):
+    assert source.settings.crop_factor == (0.75, 0.75)
+    whole = _source(davis_clip, crop_factor=[1.0, 1.0])
+    sample = whole.sample(np.random.default_rng(0), Task.VOS, 1)
+    assert sample.meta["crop"] == (0, 0) and sample.meta["size"] == sample.meta["resized"]
 
 
 def test_real_davis_clips_match_the_annotations(source, davis_clip):
@@ -45,7 +56,7 @@ def test_real_davis_clips_match_the_annotations(source, davis_clip):
         if meta["flipped"]:
             masks = masks[..., ::-1]
         if meta["crop"] is not None:
-            (y, x), (h, w) = meta["crop"], crop_size(*resized, VOS_CROP_FACTOR)
+            (y, x), (h, w) = meta["crop"], crop_size(*resized, source.settings.crop_factor)
             masks = masks[..., y:y + h, x:x + w]
         assert np.array_equal(sample.masks.numpy(), masks)
         assert tuple(sample.images.shape) == (3, 3, *masks.shape[2:])
