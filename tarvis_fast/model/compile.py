@@ -22,6 +22,8 @@ repeated blocks are compiled instead, each on its own (PyTorch's "regional compi
 - Everything else (patch embedding, Swin's patch merging, position embeddings, query set-up, the object encoder
   with its data-dependent shapes, the prediction heads) runs eagerly: it is cheap, or it would recompile per clip.
   (Compiling Swin-T's 3 patch mergings cost 3 graphs and 7 CPU seconds for no measurable gain.)
+- On a CPU, Inductor leaves the Swin blocks and the neck's deformable layers eager too (`CPU_EAGER_TYPES`): its code
+  did not beat eager there, and they were most of the compile time.
 
 Compiled artefacts (Inductor's FX graph cache and AOTAutograd's cache, on by default) are kept on disk in
 `TORCHINDUCTOR_CACHE_DIR`; `default_cache_dir` puts them under `~/.cache/tarvis_fast/inductor` unless that
@@ -57,6 +59,13 @@ DYNAMIC_DIMS: dict[type[nn.Module], tuple[tuple[int, int], ...]] = {
 }
 REGION_TYPES: tuple[type[nn.Module], ...] = tuple(DYNAMIC_DIMS)
 
+# Block types left eager when Inductor compiles for a CPU. Their time is in the matmul, attention and grid_sample
+# kernels that Inductor calls as they are, so its code ran them within about 10% of eager (and up to 25% slower
+# on a busy machine; Swin-T and the neck, VIS 4x256x384, 2 threads), while they took about 60% of the first
+# call's compile time, again for every new padded size: 80 s of 150 s for Swin-T's 4 block graphs, 15 s for the
+# deformable layer. The neck's window attention (1.3-1.7x) and the decoder's blocks (1.1-2x) stay compiled.
+CPU_EAGER_TYPES: tuple[type[nn.Module], ...] = (SwinBlock, DeformableEncoderLayer)
+
 # Graphs one block's code may hold (Dynamo's per-code-object recompile limit): the distinct input shapes of all
 # blocks of a kind over the buckets a process sees. A Swin block sees 4 stages per bucket, the decoder's
 # cross-attention 2 graphs (Inductor specialises key counts above 4096) and a one-frame clip 1 more; 64 leaves room
@@ -66,13 +75,16 @@ RECOMPILE_LIMIT = 64
 
 
 def compile_regions(model: nn.Module, backend: str | Callable = "inductor") -> int:
-    """Compile, in place, every block of `REGION_TYPES` in `model`; returns how many.
+    """Compile, in place, every block of `REGION_TYPES` in `model`, except those of `CPU_EAGER_TYPES` when
+    Inductor compiles for a CPU (the model's parameters are on the CPU); returns how many blocks.
 
     Each block's `forward` becomes a wrapper that marks its `DYNAMIC_DIMS` and calls its type's `forward`
     compiled once per type (static shapes otherwise), so blocks of one type share Dynamo's cache. The wrapper is
     an instance attribute: the state dict is unchanged, and a model compiled twice is compiled once."""
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    skipped = CPU_EAGER_TYPES if backend == "inductor" and on_cpu else ()
     compiled: dict[type[nn.Module], Callable] = {}
-    regions = [m for m in model.modules() if isinstance(m, REGION_TYPES)]
+    regions = [m for m in model.modules() if isinstance(m, REGION_TYPES) and not isinstance(m, skipped)]
     for region in regions:
         if isinstance(region.__dict__.get("forward"), _RegionForward):
             continue

@@ -45,8 +45,9 @@ def test_inductor_matches_eager_and_recompiles_only_for_new_buckets(tmp_path, mo
         graphs.append(counters["stats"]["unique_graphs"])
 
     first, same_bucket, new_bucket = graphs
-    # One graph per block type (the neck's 2 layers, the decoder's 3 blocks) for clips of 3 and then 2 frames.
-    assert first == 5
+    # One graph per compiled block type (on a CPU: the neck's window attention layer, the decoder's 3 blocks) for
+    # clips of 3 and then 2 frames.
+    assert first == 4
     assert same_bucket == first, "a video of the same padded size recompiled"
-    assert new_bucket - same_bucket == 2, "a new padded size should recompile only the neck's two layers"
+    assert new_bucket - same_bucket == 1, "a new padded size should recompile only the neck's window attention"
     assert any((tmp_path / "inductor").rglob("*.py")), "Inductor wrote no code to its cache"
