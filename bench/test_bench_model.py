@@ -8,8 +8,8 @@ Tasks: VIS (YouTube-VIS, 40 classes), VPS (KITTI-STEP, 19 classes), VOS (2 objec
 each) and PET (2 objects from points).
 
 Eager and compiled side by side (group "model cpu fwd VIS"): the compiled row is VIS with the network compiled
-as `infer.py --compile` does it (`compile_model`: Inductor on each block, `tarvis_fast/model/compile.py`). Its
-first call, which compiles (cold unless `TORCHINDUCTOR_CACHE_DIR` holds an earlier run's code), is not timed; its
+as `infer.py --compile` does it (`compile_model`: Inductor on each block, `tarvis_fast/model/compile.py`; on a CPU
+the neck's deformable layers stay eager, see `CPU_EAGER_TYPES` there). Its first call, which compiles (cold unless `TORCHINDUCTOR_CACHE_DIR` holds an earlier run's code), is not timed; its
 duration is in extra_info as "first_call_s". Peak memory is the most that the tensors one eager forward creates
 hold at once (PyTorch's MemTracker, weights and inputs excluded); it is in each row's extra_info as "peak_mib".
 """
