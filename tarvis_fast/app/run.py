@@ -11,16 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from tarvis_fast.app.inputs import VideoSource
 from tarvis_fast.datasets import vocabulary as get_vocabulary
 from tarvis_fast.inference.predictor import VideoPredictor
-from tarvis_fast.inference.video import OVERLAY_VIDEO, FrameResult, open_frames, write_video_outputs
+from tarvis_fast.inference.video import OVERLAY_VIDEO, FrameResult, write_video_outputs
 
 DEFAULT_FPS = 10.0                  # a folder of frames has no frame rate of its own (as infer.py)
-RESULTS_DIR, BROWSER_VIDEO = "results", "overlay.webm"
+RESULTS_DIR, BROWSER_VIDEO_SUFFIX = "results", ".webm"  # VP8 WebM: what browsers play
 TABLE_HEADERS = ["id", "kind", "class", "frames present", "first frame", "last frame", "mean area (px)",
                  "mean area (%)", "score"]
 FrameCallback = Callable[[int, int], None]  # (frames done, frames in all)
@@ -30,7 +29,7 @@ FrameCallback = Callable[[int, int], None]  # (frames done, frames in all)
 class RunOutputs:
     video: Path                     # the overlay as VP8 WebM, which browsers play
     table: list[list[Any]]          # rows under TABLE_HEADERS
-    archive: Path                   # zip of masks/, masks.json and overlay.mp4
+    archive: Path                   # zip of masks/, masks.json and overlay.webm
     num_frames: int
 
 
@@ -105,28 +104,10 @@ def segment_video(predictor: VideoPredictor, source: VideoSource, task: str, out
     results_dir = output_dir / RESULTS_DIR
     fps = source.fps or DEFAULT_FPS
     write_video_outputs(results_dir, observed(), source.frame_names, fps, source=source.name, task=task,
-                        vocabulary=vocabulary, class_names=class_names)
+                        vocabulary=vocabulary, class_names=class_names, overlay_suffix=BROWSER_VIDEO_SUFFIX)
     archive = Path(shutil.make_archive(str(output_dir / f"tarvis-{task}-masks"), "zip", root_dir=results_dir))
-    video = write_browser_video(results_dir / OVERLAY_VIDEO, output_dir / BROWSER_VIDEO, fps)
+    video = (results_dir / OVERLAY_VIDEO).with_suffix(BROWSER_VIDEO_SUFFIX)
     return RunOutputs(video, table.rows(), archive, source.num_frames)
-
-
-def write_browser_video(mp4: Path, webm: Path, fps: float) -> Path:
-    """Re-encode the overlay video as VP8 WebM: `write_video_outputs` writes MPEG-4 Part 2 ("mp4v"), which
-    browsers do not play, and OpenCV's wheels encode no H.264."""
-    writer: cv2.VideoWriter | None = None
-    try:
-        for frame in open_frames(mp4).frames:
-            if writer is None:
-                writer = cv2.VideoWriter(str(webm), cv2.VideoWriter_fourcc(*"VP80"), fps,
-                                         (frame.shape[1], frame.shape[0]))
-                if not writer.isOpened():
-                    raise RuntimeError(f"cannot write {webm}: OpenCV has no VP8 encoder")
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    finally:
-        if writer is not None:
-            writer.release()
-    return webm
 
 
 def new_run_dir(runs_dir: Path, keep_s: float) -> Path:

@@ -259,9 +259,10 @@ class FrameResult:
 
 def write_video_outputs(output_dir: Path, results: Iterable[tuple[int, FrameResult]],
                         frame_names: Sequence[str] | None, fps: float, *, source: str, task: str,
-                        vocabulary: str | None, class_names: Sequence[str]) -> float:
+                        vocabulary: str | None, class_names: Sequence[str], overlay_suffix: str = ".mp4") -> float:
     """Write masks/, masks.json and overlay.mp4 (module docstring) as the results stream in; each result carries
-    its frame (`FrameResult.image`). Every file appears complete or not at all.
+    its frame (`FrameResult.image`). Every file appears complete or not at all. `overlay_suffix` picks the overlay's
+    container and codec (`OVERLAY_CODECS`; ".webm" is what browsers play).
 
     `results` is iterated here (it runs the model) while a background thread encodes and writes, in order, up to
     `WRITE_AHEAD` results behind; an error of either is raised here. Returns the seconds the writer was busy."""
@@ -270,7 +271,7 @@ def write_video_outputs(output_dir: Path, results: Iterable[tuple[int, FrameResu
 
     def write(items: Iterator[tuple[int, FrameResult]]) -> None:
         with atomic_open(output_dir / MASKS_JSON, "w") as rle_json, \
-                OverlayVideoWriter(output_dir / OVERLAY_VIDEO, fps=fps) as overlay:
+                OverlayVideoWriter((output_dir / OVERLAY_VIDEO).with_suffix(overlay_suffix), fps=fps) as overlay:
             # Streamed: the header, then one frame's entry at a time.
             header = {"source": source, "task": task, "vocabulary": vocabulary}
             rle_json.write("{" + "".join(f"{json.dumps(k)}: {json.dumps(v)}, " for k, v in header.items())
@@ -289,7 +290,7 @@ def write_video_outputs(output_dir: Path, results: Iterable[tuple[int, FrameResu
 def video_output_files(output_dir: Path) -> list[Path]:
     """What `write_video_outputs` and `write_run_record` wrote into `output_dir`, and the temporary files of
     writes a killed run left behind."""
-    names = (MASKS_JSON, OVERLAY_VIDEO, RUN_JSON)
+    names = (MASKS_JSON, RUN_JSON, *(Path(OVERLAY_VIDEO).with_suffix(suffix).name for suffix in OVERLAY_CODECS))
     files = [output_dir / name for name in names if (output_dir / name).exists()]
     files += [leftover for name in names for leftover in PendingFile.leftovers(output_dir / name)]
     masks = output_dir / MASKS_DIR

@@ -57,7 +57,7 @@ def check_outputs(video: Path, archive: Path, num_frames: int, size: tuple[int, 
     with zipfile.ZipFile(archive) as zipped:
         zipped.extractall(unpacked)
     assert len(list((unpacked / "masks").glob("*.png"))) == num_frames
-    assert (unpacked / "overlay.mp4").stat().st_size > 0
+    assert (unpacked / "overlay.webm").stat().st_size > 0
     header, entries = read_masks_json(unpacked / "masks.json")
     assert header["task"] == task and len(entries) == num_frames
 

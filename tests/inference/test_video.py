@@ -2,7 +2,16 @@
 import numpy as np
 import pytest
 
-from tarvis_fast.inference.video import OverlayVideoWriter, draw_overlay, id_colours, open_frames
+from tarvis_fast.inference.video import (
+    FrameResult,
+    OverlayVideoWriter,
+    clear_video_outputs,
+    draw_overlay,
+    id_colours,
+    open_frames,
+    video_output_files,
+    write_video_outputs,
+)
 
 
 def test_folder_of_real_frames(davis_clip):
@@ -83,3 +92,18 @@ def test_overlay_codec_by_suffix(tmp_path):
     assert np.abs(frames[0].astype(int) - 120).mean() < 10
     with pytest.raises(ValueError, match=r"overlay.mkv: an overlay video is .mp4, .avi, .webm"):
         OverlayVideoWriter(tmp_path / "overlay.mkv")
+
+
+def test_outputs_with_a_webm_overlay_are_found_and_cleared(tmp_path):
+    """`write_video_outputs(overlay_suffix=".webm")` (the web app's) writes overlay.webm, which the clean-up of a
+    refused or overwritten run knows as one of its files."""
+    mask = np.zeros((1, 16, 24), bool)
+    mask[0, 4:12, 6:18] = True
+    results = [(t, FrameResult(t, [1], mask, [None], [None], [None], image=np.full((16, 24, 3), 90, np.uint8)))
+               for t in range(3)]
+    write_video_outputs(tmp_path, results, None, 5.0, source="clip", task="vos", vocabulary=None, class_names=(),
+                        overlay_suffix=".webm")
+    assert len(list(open_frames(tmp_path / "overlay.webm").frames)) == 3
+    assert tmp_path / "overlay.webm" in video_output_files(tmp_path)
+    clear_video_outputs(tmp_path)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
