@@ -243,8 +243,9 @@ def compile_model(model: nn.Module, backend: str | Callable = "inductor") -> Non
     and widths are static, so each new padded size (a bucket: the model pads to multiples of 64) compiles the
     blocks once more; the frame and query counts are dynamic, so a clip's length and the number of VOS objects
     do not. The object encoder and the output heads stay eager: they branch on data (mask splitting, point
-    sampling). With Inductor, compiled code is cached on disk (`default_cache_dir`), so a later run of the same
-    sizes skips code generation.
+    sampling); so do, for a CPU, the block types whose compiled code measured no faster than eager there
+    (`tarvis_fast.model.compile.CPU_EAGER_TYPES`). With Inductor, compiled code is cached on disk
+    (`default_cache_dir`), so a later run of the same sizes skips code generation.
 
     In-place (`nn.Module.compile`): parameter names, and so checkpoints, are unchanged."""
     from tarvis_fast.model.compile import compile_regions, default_cache_dir
