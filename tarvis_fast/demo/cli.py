@@ -194,10 +194,11 @@ def _benchmark(checkpoint: Path, task: str, out: Path, output_dir: Path, device:
 
 def _overlay(checkpoint: Path, task: str, out: Path, output_dir: Path, device: str) -> Path:
     """`infer.py --video` on the first val video of `task`, with the references a user would give (VOS: its
-    first-frame mask, PET: each object's point on the frame it appears), then re-encoded for the browser."""
-    from tarvis_fast.app.run import write_browser_video
+    first-frame mask, PET: each object's point on the frame it appears), then re-encoded as VP8 WebM, which the
+    report's browser plays (infer.py writes mp4v)."""
     from tarvis_fast.formats import burst
     from tarvis_fast.inference.cli import main as infer_main
+    from tarvis_fast.inference.video import OVERLAY_VIDEO, OverlayVideoWriter, open_frames
 
     folder = set_folder(out, task, "val")
     argv = [str(checkpoint), "--task", task, "--output_dir", str(output_dir), "--device", device, "--overwrite",
@@ -218,7 +219,11 @@ def _overlay(checkpoint: Path, task: str, out: Path, output_dir: Path, device: s
         points_file.write_text(json.dumps(points))
         argv += ["--video", str(folder / "frames" / seq.dataset / seq.seq_name), "--points", str(points_file)]
     _check(infer_main(argv))
-    return write_browser_video(output_dir / "overlay.mp4", output_dir.parent / f"{task}.webm", fps=8.0)
+    webm = output_dir.parent / f"{task}.webm"
+    with OverlayVideoWriter(webm, fps=8.0) as writer:
+        for frame in open_frames(output_dir / OVERLAY_VIDEO).frames:
+            writer.write(frame)
+    return webm
 
 
 def run_demo(out: Path, profile: Profile, seed: int, cfg_file: Path, device: str) -> str:
