@@ -8,6 +8,7 @@ import html
 import json
 import math
 
+import cv2
 import numpy as np
 import pytest
 
@@ -60,6 +61,10 @@ def test_every_task_writes_its_official_format_and_every_metric_is_computed(demo
     for task in ("vis", "vps", "vos", "pet"):
         assert (demo / "report" / "overlays" / f"{task}.webm").stat().st_size > 0, task
         assert f"overlays/{task}.webm" in page
+    # the overview: a row per task of 4 frames, each 3x the demo's frame (the README's picture)
+    overview = cv2.imread(str(demo / "report" / "overview.png"))
+    frame_h, frame_w = cv2.VideoCapture(str(demo / "report" / "overlays" / "vos.webm")).read()[1].shape[:2]
+    assert overview.shape[:2] == (4 * (3 * frame_h + 4) - 4, 150 + 4 * (3 * frame_w + 4)) and "overview.png" in page
 
 
 @pytest.mark.slow

@@ -254,6 +254,7 @@ def run_demo(out: Path, profile: Profile, seed: int, cfg_file: Path, device: str
     videos = {f"{task} ({TASK_DATASETS[task]})":
               str(_overlay(trained, task, out, out / REPORT / "overlays" / task, device).relative_to(out / REPORT))
               for task in TASK_DATASETS}
+    report.write_overview(out / REPORT / "overview.png", {task: out / REPORT / src for task, src in videos.items()})
     report.plot_losses(report.read_losses(out / RUN / "logs" / "out.log"), out / REPORT / "loss.png")
     rows = report.table_rows(results["trained"], results["untrained"])
     table = report.format_table(rows)

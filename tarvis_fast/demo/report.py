@@ -139,6 +139,31 @@ def plot_losses(curves: Mapping[str, Sequence[tuple[int, float]]], path: Path, s
 
 # ============================================================================================== HTML
 
+def write_overview(path: Path, videos: Mapping[str, Path], frames: int = 4, scale: int = 3) -> Path:
+    """One picture of the trained model at work: per task (a row, labelled), `frames` evenly spaced frames of its
+    overlay video, each enlarged `scale` times (the demo's frames are small). What the README shows."""
+    from tarvis_fast.inference.video import open_frames
+
+    rows = []
+    for task, video in videos.items():
+        clip = list(open_frames(video).frames)
+        picked = [clip[round(i * (len(clip) - 1) / max(frames - 1, 1))] for i in range(frames)]
+        tiles = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST) for f in picked]
+        rows.append((task, tiles))
+    label_w, gap = 150, 4
+    tile_w, tile_h = rows[0][1][0].size
+    image = Image.new("RGB", (label_w + frames * (tile_w + gap), len(rows) * (tile_h + gap) - gap), "white")
+    draw = ImageDraw.Draw(image)
+    for r, (task, tiles) in enumerate(rows):
+        y = r * (tile_h + gap)
+        draw.text((6, y + tile_h // 2 - 6), task, fill="black")
+        for c, tile in enumerate(tiles):
+            image.paste(tile, (label_w + c * (tile_w + gap), y))
+    with atomic_open(path, "wb") as handle:
+        image.save(handle, format="PNG", optimize=True)
+    return path
+
+
 def write_html(path: Path, table: Sequence[Sequence[str]], loss_png: str, videos: Mapping[str, str],
                notes: Sequence[str]) -> Path:
     """The report: the table, the loss plot and one overlay video per task (paths relative to the report)."""
@@ -159,6 +184,7 @@ metrics of the benchmarks whose formats the videos are written in, beside the sa
 <table><tr>{head}</tr>{body}</table>
 <h2>Training losses</h2><img src="{html.escape(loss_png)}" alt="loss curves">
 <h2>The trained model on one validation video per task</h2>{clips}
+<p><img src="overview.png" alt="frames of each overlay video"></p>
 <h2>How this was made</h2><ul>{items}</ul>
 </body></html>
 """

@@ -151,8 +151,12 @@ def id_colours(ids: np.ndarray | int) -> np.ndarray:
     return DAVIS_PALETTE[np.where(ids > 0, (ids - 1) % 255 + 1, 0)]
 
 
+LEGEND_MIN_SIDE = 160  # smaller frames get no legend: its 20-pixel lines would cover them (masks.json names the ids)
+
+
 def draw_overlay(frame: np.ndarray, ids: np.ndarray, labels: Mapping[int, str], alpha: float = 0.5) -> np.ndarray:
-    """Blend per-id colours over an RGB frame, outline each id, and draw a legend of ids and names.
+    """Blend per-id colours over an RGB frame, outline each id, and draw a legend of ids and names (on frames of
+    at least `LEGEND_MIN_SIDE` pixels a side).
 
     frame (H, W, 3) uint8 RGB; ids (H, W) integer map, 0 = nothing; labels: id -> text for the legend.
     """
@@ -165,6 +169,8 @@ def draw_overlay(frame: np.ndarray, ids: np.ndarray, labels: Mapping[int, str], 
     for obj in present:
         contours, _ = cv2.findContours((ids == obj).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, tuple(int(c) for c in id_colours(obj)), 2)
+    if min(frame.shape[:2]) < LEGEND_MIN_SIDE:
+        return out
     font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1
     for row, obj in enumerate(sorted(labels)):
         y = 18 + 20 * row

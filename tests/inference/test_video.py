@@ -63,6 +63,16 @@ def test_video_round_trip_and_overlay(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["overlay.avi"]  # no temporary left behind
 
 
+def test_small_frames_get_no_legend():
+    """Below LEGEND_MIN_SIDE the legend would cover the frame: only the masks are drawn."""
+    ids = np.zeros((64, 96), np.int64)
+    ids[16:48, 40:72] = 2
+    frame = np.full((64, 96, 3), 100, np.uint8)
+    assert np.array_equal(draw_overlay(frame, ids, {2: "horse"}), draw_overlay(frame, ids, {}))
+    big_ids, big_frame = np.kron(ids, np.ones((3, 3), np.int64)), np.full((192, 288, 3), 100, np.uint8)
+    assert not np.array_equal(draw_overlay(big_frame, big_ids, {2: "horse"}), draw_overlay(big_frame, big_ids, {}))
+
+
 def test_failed_write_leaves_nothing(tmp_path):
     path = tmp_path / "overlay.avi"
     with pytest.raises(RuntimeError, match="boom"):
