@@ -30,6 +30,9 @@ R = TypeVar("R")
 
 logger = logging.getLogger(__name__)
 
+# Results queued for a writer thread: enough to ride out a slow frame (a PNG of many objects) without holding
+# more than a clip's worth of full-size frames and masks.
+WRITE_AHEAD = 8
 JOIN_TIMEOUT_S = 10.0   # how long stopping waits for a thread (it finishes the item at hand first)
 _POLL_S = 0.1           # how often a thread blocked on a full queue looks whether it should stop
 

@@ -31,14 +31,10 @@ from tarvis_fast.formats.image import IMAGE_SUFFIXES, read_image
 from tarvis_fast.formats.jsonfile import json_field, json_list, read_json
 from tarvis_fast.formats.rle import decode_rle, encode_rle
 from tarvis_fast.formats.run_record import RUN_JSON
-from tarvis_fast.inference.background import consume_in_background
+from tarvis_fast.inference.background import WRITE_AHEAD, consume_in_background
 from tarvis_fast.tasks import Task
 
 MASKS_DIR, MASKS_JSON, OVERLAY_VIDEO = "masks", "masks.json", "overlay.mp4"
-
-# Results queued for the writer thread: enough to ride out a slow frame (a PNG of many objects) without holding
-# more than a clip's worth of full-size frames and masks.
-WRITE_AHEAD = 8
 
 FrameInput = str | os.PathLike | Sequence[np.ndarray] | Iterable[np.ndarray]
 

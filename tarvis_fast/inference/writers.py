@@ -47,7 +47,7 @@ from tarvis_fast.formats import burst, davis, kitti_step, panoptic, ytvis
 from tarvis_fast.formats.atomic import atomic_open
 from tarvis_fast.formats.rle import encode_rle
 from tarvis_fast.inference.accumulate import PanopticFrame, VisTrack
-from tarvis_fast.inference.background import consume_in_background
+from tarvis_fast.inference.background import WRITE_AHEAD, consume_in_background
 from tarvis_fast.inference.propagation import VosFrame
 from tarvis_fast.inference.sequences import Benchmark, SequenceInfo
 
@@ -56,7 +56,6 @@ logger = logging.getLogger(__name__)
 PARTS_DIR = "parts"
 RESULTS_JSON = "results.json"
 RESULTS_ZIP = "results.zip"
-WRITE_AHEAD = 8  # results queued for the writer thread: a few frames' full-size maps
 
 
 # ============================================================================================== shared pieces
