@@ -85,10 +85,9 @@ class DatasetInferenceConfig:
     sparse_frames: bool = False  # Cityscapes-VPS: only every 5th frame is annotated and run
 
     def __post_init__(self) -> None:
-        if not 0 <= self.frame_overlap < self.clip_length:
-            raise ConfigError(
-                f"inference.frame_overlap ({self.frame_overlap}) must be >= 0 and < clip_length ({self.clip_length})"
-            )
+        if not 0 <= 2 * self.frame_overlap <= self.clip_length:  # a frame lies in at most two clips (clip_schedule)
+            raise ConfigError(f"inference.frame_overlap ({self.frame_overlap}) must be >= 0 and at most half of "
+                              f"clip_length ({self.clip_length})")
 
 
 @dataclass

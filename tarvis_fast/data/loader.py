@@ -87,8 +87,12 @@ class Schedule:
         num_objects = None if source.pseudo_video else int(rng.choice(source.object_counts()))
         # per micro-step, as the original draws them per forward call; the same on every rank
         points = np.random.default_rng([self.seed, _POINT_STREAM, iteration, micro_step])
-        flags = tuple(bool(f) for f in points.random(MAX_POINT_FLAGS) < self.pet_likelihood)
-        return BatchPlan(name, task, num_objects, flags)
+        return BatchPlan(name, task, num_objects, draw_point_flags(points, self.pet_likelihood))
+
+
+def draw_point_flags(rng: np.random.Generator, pet_likelihood: float) -> tuple[bool, ...]:
+    """`BatchPlan.point_flags`: each object of a VOS batch is given by its point with `pet_likelihood`."""
+    return tuple(bool(f) for f in rng.random(MAX_POINT_FLAGS) < pet_likelihood)
 
 
 @dataclass(frozen=True)

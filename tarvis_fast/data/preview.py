@@ -23,6 +23,7 @@ import numpy as np
 from tarvis_fast.cli_errors import add_debug_flag, run_cli
 from tarvis_fast.config import load_config, split_overrides
 from tarvis_fast.data.clips import ClipSource
+from tarvis_fast.data.loader import BatchPlan, draw_point_flags
 from tarvis_fast.data.sample import ClipSample
 from tarvis_fast.data.sources import build_source
 from tarvis_fast.formats.atomic import atomic_open
@@ -37,13 +38,13 @@ _GAP = 4  # pixels between frames in the strip
 
 def draw_sample(source: ClipSource, rng: np.random.Generator, pet_likelihood: float) -> tuple[ClipSample, int]:
     """One clip as training would draw it from `source`, and how many of its objects (the last ones) are given by
-    their points: for VOS, a random object count, each object a point object with `pet_likelihood`."""
+    their points: for VOS, a random object count and point objects by the loader's rule (`BatchPlan`)."""
     if not source.task.guided_by_objects:
         return source.sample(rng, source.task), 0
-    num_objects = int(rng.choice(source.object_counts()))
-    num_points = int((rng.random(num_objects) < pet_likelihood).sum())
-    sample = source.sample(rng, Task.PET if num_points else Task.VOS, num_objects)
-    return sample, min(num_points, sample.num_objects)
+    plan = BatchPlan(source.name, Task.VOS, int(rng.choice(source.object_counts())),
+                     draw_point_flags(rng, pet_likelihood))
+    sample = source.sample(rng, plan.sample_task, plan.num_objects)
+    return sample, plan.num_point_objects(sample.num_objects)
 
 
 def _label(sample: ClipSample, source: ClipSource, index: int) -> tuple[int | None, str | None]:

@@ -210,14 +210,19 @@ def _join_negative_values(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def _check_clip_flags(args: argparse.Namespace, inference: DatasetInferenceConfig) -> None:
-    """--clip_length and --frame_overlap against each other and the config's values, before the model loads."""
+def _check_clip_flags(args: argparse.Namespace, inference: DatasetInferenceConfig, task: Task) -> None:
+    """--clip_length and --frame_overlap against each other, the config's values and the task (what
+    `clips.clip_schedule` and VOS/PET propagation need), before the model loads."""
     clip_length = args.clip_length if args.clip_length is not None else inference.clip_length
     frame_overlap = args.frame_overlap if args.frame_overlap is not None else inference.frame_overlap
-    if frame_overlap >= clip_length:
-        flag = "--frame_overlap" if args.frame_overlap is not None else "--clip_length"
-        raise UsageError(f"{flag} {getattr(args, flag[2:])}", f"the overlap of clips ({frame_overlap} frames) must "
-                                                             f"be shorter than a clip ({clip_length} frames)")
+    where = " ".join(f"--{name} {getattr(args, name)}" for name in ("clip_length", "frame_overlap")
+                     if getattr(args, name) is not None) or "the config's clip_length and frame_overlap"
+    if 2 * frame_overlap > clip_length:
+        raise UsageError(where, f"the overlap of clips ({frame_overlap} frames) must be at most half a clip "
+                                f"({clip_length} frames): a frame may lie in two clips, not three")
+    if task.guided_by_objects and frame_overlap < 1:
+        raise UsageError(where, f"{task.short_name.upper()} carries each object into the next clip through the "
+                                "frames two clips share: the overlap must be at least 1")
 
 
 def _clip_settings(args: argparse.Namespace, cfg: Config, dataset: str) -> ClipSettings:
@@ -236,7 +241,7 @@ def run_benchmark(args: argparse.Namespace, cfg: Config, overrides: Sequence[str
     paths = {key: getattr(args, key) for key in PATH_KEYS}
     benchmark = open_benchmark(args.dataset, cfg, workspace=args.workspace, paths=paths, split=args.split)
     inference = cfg.datasets[benchmark.name].inference
-    _check_clip_flags(args, inference)
+    _check_clip_flags(args, inference, benchmark.task)
     sequences = select_sequences(benchmark.sequences(), args.seq_names, args.seq_split)
 
     from tqdm import tqdm
@@ -352,7 +357,7 @@ def run_video(args: argparse.Namespace, cfg: Config, overrides: Sequence[str]) -
     if task in VOCABULARIES and dataset not in semantic_classes(cfg):
         raise UsageError(f"--vocabulary {args.vocabulary}", f"the model has no semantic queries for {dataset} (it "
                                                             f"was trained with: {', '.join(semantic_classes(cfg))})")
-    _check_clip_flags(args, cfg.datasets[dataset].inference)
+    _check_clip_flags(args, cfg.datasets[dataset].inference, task)
     meta = open_frames(args.video)
     first = next(meta.frames, None)  # its size, to check --masks and --points before the model loads
     if first is None:

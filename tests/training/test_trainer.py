@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,35 @@ def test_optimizer_groups_follow_the_model(tmp_path):
     assert groups["head"]["lr"] == pytest.approx(2e-4) and groups["head"]["weight_decay"] == WEIGHT_DECAY
     assert groups["head_no_decay"]["weight_decay"] == 0.0
     assert isinstance(trainer.optimizer, torch.optim.AdamW)
+
+
+def test_fused_adamw_steps_as_the_reference_rule(tmp_path):
+    """The trainer's AdamW takes torch's fused kernel on CPU; its updates equal the for-loop implementation's."""
+    trainer = make_trainer(tmp_path)
+    assert trainer.optimizer.defaults["fused"]
+    params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
+    reference_params = [p.detach().clone().requires_grad_() for p in params]
+    kept = ("lr", "weight_decay", "betas", "eps")  # the rule's settings, not the implementation's switches
+    reference = torch.optim.AdamW([{**{k: group[k] for k in kept}, "params": copies}
+                                   for group, copies in _split_like(trainer.optimizer.param_groups, reference_params)],
+                                  foreach=False, fused=False)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for p, q in zip(params, reference_params):
+            p.grad = torch.randn(p.shape, generator=generator)
+            q.grad = p.grad.clone()
+        trainer.optimizer.step()
+        reference.step()
+    for p, q in zip(params, reference_params):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
+
+
+def _split_like(groups: list[dict], flat: list[torch.Tensor]) -> list[tuple[dict, list[torch.Tensor]]]:
+    out, start = [], 0
+    for group in groups:
+        out.append((group, flat[start:start + len(group["params"])]))
+        start += len(group["params"])
+    return out
 
 
 def test_lr_warms_up_linearly_then_decays_in_steps(tmp_path):
@@ -148,6 +178,22 @@ def test_an_amp_step_runs(tmp_path, dtype):
     assert step == 0 or dtype is torch.float16
     changed = sum(not torch.equal(b, p) for b, p in zip(before, trainer.model.parameters()))
     assert changed > len(before) // 2
+
+
+def test_a_skipped_fp16_step_still_counts_in_the_schedule_without_a_warning(tmp_path):
+    """GradScaler hands the fused AdamW its inf check, so the optimiser's step is called (and skips the update
+    itself): the schedule advances as in the original, and torch sees no scheduler step before an optimiser step."""
+    trainer = make_trainer(tmp_path, amp_dtype=torch.float16)
+    trainer.micro_step(fake_batch(0, 0, 0, 1), 0, 0, 1)  # GradScaler makes its scale on first use
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.scaler.update(new_scale=2.0 ** 120)  # overflows the gradients: GradScaler skips the step
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.micro_step(fake_batch(0, 0, 0, 1), 0, 0, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trainer.optimizer_step()
+    assert all(torch.equal(b, p) for b, p in zip(before, trainer.model.parameters()))
+    assert trainer.scheduler.last_epoch == 1
 
 
 def test_activation_checkpointing_gives_the_same_gradients(tmp_path):
