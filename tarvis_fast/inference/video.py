@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,8 +180,28 @@ def draw_overlay(frame: np.ndarray, ids: np.ndarray, labels: Mapping[int, str], 
 
 
 # The codec of each overlay container, all in OpenCV's own FFmpeg build: MPEG-4 part 2 (H.264 is not in it), Motion
-# JPEG, and VP8, which browsers play (OpenCV warns that it writes VP8 under another tag; players do not mind).
+# JPEG, and VP8, which browsers play (OpenCV writes VP8 under WebM's own tag; players do not mind).
 OVERLAY_CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".webm": "VP80"}
+# OpenCV prints "tag ... 'VP80' is not supported with codec id 139 and format 'webm / WebM'" straight to the
+# process's stderr for every WebM it opens, whatever fourcc it is given: noise a user would read as a failure.
+_NOISY_SUFFIXES = (".webm",)
+
+
+@contextmanager
+def _native_stderr_silenced(silence: bool) -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for the block (C code's prints bypass sys.stderr)."""
+    if not silence:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 class OverlayVideoWriter:
@@ -201,8 +223,11 @@ class OverlayVideoWriter:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._pending = PendingFile(self.path)
-            fourcc = cv2.VideoWriter_fourcc(*OVERLAY_CODECS[self.path.suffix.lower()])
-            self._writer = cv2.VideoWriter(str(self._pending.tmp), fourcc, self.fps, (frame.shape[1], frame.shape[0]))
+            suffix = self.path.suffix.lower()
+            fourcc = cv2.VideoWriter_fourcc(*OVERLAY_CODECS[suffix])
+            with _native_stderr_silenced(suffix in _NOISY_SUFFIXES):
+                self._writer = cv2.VideoWriter(str(self._pending.tmp), fourcc, self.fps,
+                                               (frame.shape[1], frame.shape[0]))
             if not self._writer.isOpened():
                 raise RuntimeError(f"cannot write video {self.path} (codec unavailable?)")
         self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))

@@ -1,4 +1,6 @@
 """Frame streams from folders, video files and arrays; overlay rendering and writing."""
+import os
+
 import numpy as np
 import pytest
 
@@ -91,12 +93,15 @@ def test_id_colours_are_the_voc_map_and_cycle_past_255():
                                   [[224, 224, 192], [128, 0, 0], [0, 128, 0], [224, 224, 192]])
 
 
-def test_overlay_codec_by_suffix(tmp_path):
-    """A .webm overlay (VP8, what browsers play) reads back; an unknown suffix is refused before any work."""
+def test_overlay_codec_by_suffix(tmp_path, capfd):
+    """A .webm overlay (VP8, what browsers play) reads back, without OpenCV's tag message on the process's stderr,
+    which works again afterwards; an unknown suffix is refused before any work."""
     frame = np.full((48, 64, 3), 120, np.uint8)
     with OverlayVideoWriter(tmp_path / "overlay.webm", fps=5) as writer:
         for _ in range(3):
             writer.write(frame)
+    os.write(2, b"after the writer\n")
+    assert capfd.readouterr().err == "after the writer\n"
     frames = list(open_frames(tmp_path / "overlay.webm").frames)
     assert len(frames) == 3 and frames[0].shape == (48, 64, 3)
     assert np.abs(frames[0].astype(int) - 120).mean() < 10
