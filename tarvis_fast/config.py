@@ -124,7 +124,15 @@ class ModelConfig:
     object_encoder_layers: int = 4
     bg_grid_size: tuple[int, int] = (4, 4)
     drop_path_rate: float = 0.3
+    # Not in the original (FrozenBN: its ImageNet-initialised ResNets). GN, a trainable GroupNorm after every conv,
+    # is for a ResNet trained from scratch, which frozen batch norm would leave without any normalisation.
+    backbone_norm: Literal["FrozenBN", "GN"] = "FrozenBN"
     kernel_backend: Literal["auto", "triton", "torch"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.backbone_norm != "FrozenBN" and not self.backbone.startswith("ResNet"):
+            raise ConfigError(f"model.backbone_norm {self.backbone_norm} is for ResNets; {self.backbone} has its own "
+                              "LayerNorms")
 
 
 @dataclass

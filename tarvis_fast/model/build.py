@@ -67,7 +67,7 @@ def build_model(cfg: Config) -> TarViS:
     """A randomly initialised TarViS as `cfg.model` and the training dataset list describe it."""
     m = cfg.model
     return build_tarvis(
-        build_backbone(m.backbone, drop_path_rate=m.drop_path_rate),
+        build_backbone(m.backbone, drop_path_rate=m.drop_path_rate, resnet_norm=m.backbone_norm),
         semantic_classes=semantic_classes(cfg),
         num_instance_queries=m.num_object_queries,
         num_background_queries=m.num_background_queries,

@@ -19,6 +19,7 @@ from tarvis_fast.model.backbones import (
     load_imagenet_weights,
 )
 from tarvis_fast.model.backbones.layers import DropPath, FrozenBatchNorm2d
+from tarvis_fast.model.backbones.resnet import resnet_state_dict_from_torchvision
 from tarvis_fast.model.backbones.swin import SwinStage
 
 from .checkpoint_spec import resnet_keys, swin_keys
@@ -244,12 +245,16 @@ def torchvision_resnet_state_dict(generator: torch.Generator, depth: int = 50) -
     return state
 
 
-def torchvision_resnet_features(state: dict[str, Tensor], x: Tensor, depth: int = 50) -> list[Tensor]:
+def torchvision_resnet_features(state: dict[str, Tensor], x: Tensor, depth: int = 50,
+                                group_norm: bool = False) -> list[Tensor]:
     """torchvision's ResNet forward (Bottleneck: stride on the 3×3 conv; BasicBlock: on the first 3×3 conv),
-    returning the outputs of layer1..layer4."""
+    returning the outputs of layer1..layer4; `group_norm`: every norm is GroupNorm(32) with the bn's affine weights
+    (torchvision's `norm_layer=lambda c: nn.GroupNorm(32, c)`)."""
     blocks_per_layer, basic = TORCHVISION_RESNETS[depth]
 
     def bn(prefix: str, y: Tensor) -> Tensor:
+        if group_norm:
+            return F.group_norm(y, 32, state[f"{prefix}.weight"], state[f"{prefix}.bias"], eps=1e-5)
         return F.batch_norm(y, state[f"{prefix}.running_mean"], state[f"{prefix}.running_var"],
                             state[f"{prefix}.weight"], state[f"{prefix}.bias"], training=False, eps=1e-5)
 
@@ -289,6 +294,27 @@ def test_resnet_from_torchvision_weights_matches_torchvision_forward(depth):
         ours = model(images)
     for key, expected in zip(STRIDES, torchvision_resnet_features(source, images, depth)):
         torch.testing.assert_close(ours[key], expected, rtol=1e-9, atol=1e-9 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_group_norm_resnet_matches_torchvision_with_group_norm(depth):
+    """model.backbone_norm GN: a trainable GroupNorm(32) after every conv, the same trunk otherwise."""
+    source = torchvision_resnet_state_dict(torch.Generator().manual_seed(0), depth)
+    model = build_backbone(f"ResNet{depth}", resnet_norm="GN").double()
+    renamed = resnet_state_dict_from_torchvision(source)
+    model.load_state_dict({k: v for k, v in renamed.items() if not k.endswith(("running_mean", "running_var"))})
+    assert not any(k.endswith("running_var") for k in model.state_dict())
+    images = torch.randn(2, 3, 70, 45, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ours = model.train()(images)  # GroupNorm has no batch statistics: train and eval modes agree
+    for key, expected in zip(STRIDES, torchvision_resnet_features(source, images, depth, group_norm=True)):
+        torch.testing.assert_close(ours[key], expected, rtol=1e-9, atol=1e-9 * expected.abs().max().item())
+    sum(out.square().mean() for out in ours.values()).backward()
+    norms = [p for name, p in model.named_parameters() if ".norm." in name]
+    assert norms and all(p.grad is not None and p.grad.abs().sum() > 0 for p in norms)
+    with pytest.raises(ValueError, match="batch-norm statistics for a FrozenBN ResNet"):
+        load_imagenet_weights(model, source)
+    with pytest.raises(ValueError, match="resnet_norm='GN' is for ResNets"):
+        build_backbone("SwinTiny", resnet_norm="GN")
 
 
 def test_resnet18_parameter_count_matches_torchvision():

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 
 import pytest
 import torch
 import yaml
 from helpers.tiny import tiny_model
 
-from tarvis_fast.config import load_config
+from tarvis_fast.config import ConfigError, load_config
 from tarvis_fast.model import build_model
 from tarvis_fast.model.backbones import ResNet, SwinTransformer
 from tarvis_fast.model.backbones.resnet import BLOCKS_PER_STAGE
@@ -153,3 +154,26 @@ def test_without_weights_the_backbone_starts_from_scratch_with_a_warning(tmp_pat
     messages = [str(w.message) for w in warned]
     assert any("without --finetune_from" in m for m in messages)  # the default config is a fine-tuning one
     assert any(re.search("no ImageNet weights for ResNet50.*R-50.pkl", m) for m in messages)
+
+
+def test_a_group_norm_resnet_trains_from_scratch_without_looking_for_weights(tmp_path, monkeypatch, resnet50_weights):
+    """model.backbone_norm GN takes no ImageNet weights (they hold frozen-BN statistics): none are looked for, none
+    may be named, and there is nothing to warn about."""
+    monkeypatch.setenv("TARVIS_WORKSPACE_DIR", str(tmp_path))
+    (tmp_path / "pretrained_backbones").mkdir()
+    torch.save(resnet50_weights, tmp_path / "pretrained_backbones" / "resnet50.pth")  # would be loaded with FrozenBN
+    small = ["--cfg.model.hidden_dim", "32", "--cfg.model.num_heads", "2", "--cfg.model.decoder_layers", "1",
+             "--cfg.model.neck_layers", "1", "--cfg.training.dataset_list", "[DAVIS]",
+             "--cfg.training.pretraining", "true", "--cfg.model.backbone_norm", "GN"]
+    cfg = load_config(None, small)
+    model = build_model(cfg)
+    before = {k: v.clone() for k, v in model.backbone.backbone.state_dict().items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert init_for_training(model, cfg, None) == "training from scratch: ResNet50 with model.backbone_norm GN"
+    assert all(torch.equal(v, before[k]) for k, v in model.backbone.backbone.state_dict().items())
+    named = load_config(None, [*small, "--cfg.training.pretrained_backbone", str(tmp_path / "resnet50.pth")])
+    with pytest.raises(ConfigError, match="ImageNet weights are for a FrozenBN ResNet"):
+        init_for_training(model, named, None)
+    with pytest.raises(ConfigError, match="model.backbone_norm GN is for ResNets"):
+        load_config(None, ["--cfg.model.backbone", "SwinTiny", "--cfg.model.backbone_norm", "GN"])

@@ -35,18 +35,22 @@ BACKBONE_NAMES: tuple[str, ...] = (*_RESNET_DEPTHS, *_SWIN_VARIANTS)
 _NOT_IN_IMAGENET_CHECKPOINTS = re.compile(r"norm[0-3]\.(weight|bias)|.*\.relative_position_index")
 
 
-def build_backbone(name: str, *, drop_path_rate: float = 0.3) -> Backbone:
+def build_backbone(name: str, *, drop_path_rate: float = 0.3, resnet_norm: str = "FrozenBN") -> Backbone:
     """Build one of `BACKBONE_NAMES` with random weights.
 
     Args:
         name: "ResNet18", "ResNet34", "ResNet50", "ResNet101", "SwinTiny", "SwinSmall", "SwinBase" or "SwinLarge".
         drop_path_rate: stochastic depth of the deepest Swin block (the original uses 0.3); ResNets have none and
             ignore it.
+        resnet_norm: a ResNet's norm, "FrozenBN" (the original) or "GN" (`resnet.NORMS`); Swin has LayerNorms and
+            takes only the default.
     """
     if name in _RESNET_DEPTHS:
         depth = _RESNET_DEPTHS[name]
-        return ResNet(BLOCKS_PER_STAGE[depth], basic_blocks=depth in BASIC_BLOCK_DEPTHS)
+        return ResNet(BLOCKS_PER_STAGE[depth], basic_blocks=depth in BASIC_BLOCK_DEPTHS, norm=resnet_norm)
     if name in _SWIN_VARIANTS:
+        if resnet_norm != "FrozenBN":
+            raise ValueError(f"{name} has its own LayerNorms: resnet_norm={resnet_norm!r} is for ResNets")
         return SwinTransformer(**_SWIN_VARIANTS[name], drop_path_rate=drop_path_rate)
     raise ValueError(f"unknown backbone name {name!r}; choose one of: {', '.join(BACKBONE_NAMES)}")
 
@@ -63,6 +67,9 @@ def load_imagenet_weights(backbone: Backbone, checkpoint: Mapping[str, Any]) -> 
     Swin's per-stage norms) or holds one it does not have; a tensor of the wrong shape raises from `load_state_dict`.
     """
     state_dict: dict[str, Tensor]
+    if isinstance(backbone, ResNet) and backbone.norm != "FrozenBN":
+        raise ValueError(f"ImageNet weights hold batch-norm statistics for a FrozenBN ResNet; this one has "
+                         f"norm={backbone.norm!r} and trains from scratch")
     if isinstance(backbone, ResNet):
         state_dict = resnet_state_dict_from_torchvision(checkpoint)
     elif isinstance(backbone, SwinTransformer):

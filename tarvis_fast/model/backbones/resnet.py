@@ -1,4 +1,5 @@
-"""ResNet-18/34/50/101 with frozen batch norm, laid out as detectron2's `build_resnet_backbone` builds it for TarViS.
+"""ResNet-18/34/50/101 with frozen batch norm (or GroupNorm), laid out as detectron2's `build_resnet_backbone` builds
+it for TarViS.
 
 That configuration (SPEC §2.2, §9): a 64-channel stem (7×7/2 conv, 3×3/2 max-pool), bottleneck blocks with the
 stride on the 3×3 conv (STRIDE_IN_1X1=False, the torchvision "v1.5" layout), every norm a FrozenBatchNorm2d and every
@@ -8,6 +9,10 @@ conv trainable (FREEZE_AT=0). The state_dict keys are detectron2's (SPEC §8): `
 ResNet-18/34 (not used by the released TarViS models; the bundled demo's small model) are detectron2's
 `BasicBlock` trunks in the same conventions: two 3×3 convs per block (`conv1` carrying the stride, `conv2`), a
 projection `shortcut` where the shape changes, and res2..res5 of 64, 128, 256 and 512 channels.
+
+`norm="GN"` puts a trainable GroupNorm (32 groups, detectron2's `MODEL.RESNETS.NORM: GN`) after every conv instead:
+frozen batch norm holds ImageNet statistics, so a trunk trained from scratch with it has no normalisation (and no
+bias) at all, which trains far slower. Its state_dict has `norm.{weight,bias}` and no running statistics.
 """
 from __future__ import annotations
 
@@ -23,19 +28,27 @@ BLOCKS_PER_STAGE: dict[int, tuple[int, int, int, int]] = {18: (2, 2, 2, 2), 34: 
                                                           101: (3, 4, 23, 3)}
 BASIC_BLOCK_DEPTHS = (18, 34)  # the depths built of BasicBlocks; deeper ones use Bottlenecks
 STEM_CHANNELS = 64
+NORMS = ("FrozenBN", "GN")  # the norm after each conv: frozen batch norm (the released models) or GroupNorm
+GN_GROUPS = 32
 
 
-class ConvFrozenBN(nn.Conv2d):
-    """A bias-free k×k convolution ("same" padding) followed by a FrozenBatchNorm2d held at `.norm`, detectron2's
-    `Conv2d(..., norm=...)` layout: state_dict keys `weight` and `norm.{weight,bias,running_mean,running_var}`."""
+class ConvNorm(nn.Conv2d):
+    """A bias-free k×k convolution ("same" padding) followed by its norm held at `.norm`, detectron2's
+    `Conv2d(..., norm=...)` layout: state_dict keys `weight` and `norm.{weight,bias,running_mean,running_var}`
+    (FrozenBN) or `norm.{weight,bias}` (GN)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 norm: str = "FrozenBN") -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False)
-        self.norm = FrozenBatchNorm2d(out_channels)
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        self.norm = FrozenBatchNorm2d(out_channels) if norm == "FrozenBN" else nn.GroupNorm(GN_GROUPS, out_channels)
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (N, C_in, H, W) -> (N, C_out, H', W')."""
+        if not isinstance(self.norm, FrozenBatchNorm2d):
+            return self.norm(F.conv2d(x, self.weight, None, self.stride, self.padding))
         # The frozen affine map is folded into the kernel and bias: scaling the (C_out, C_in, k, k) weight is far
         # cheaper than an extra pass over the activation, and the conv weight still receives its gradient.
         scale, shift = self.norm.scale_and_shift()
@@ -47,13 +60,14 @@ class Bottleneck(nn.Module):
     """1×1 → 3×3 (carrying the stride) → 1×1 convs plus a shortcut, ReLU after each conv but the last and after the
     sum. The shortcut is a strided 1×1 projection when the block changes shape, else the identity."""
 
-    def __init__(self, in_channels: int, bottleneck_channels: int, out_channels: int, stride: int) -> None:
+    def __init__(self, in_channels: int, bottleneck_channels: int, out_channels: int, stride: int,
+                 norm: str = "FrozenBN") -> None:
         super().__init__()
         needs_projection = in_channels != out_channels or stride != 1
-        self.shortcut = ConvFrozenBN(in_channels, out_channels, 1, stride) if needs_projection else None
-        self.conv1 = ConvFrozenBN(in_channels, bottleneck_channels, 1)
-        self.conv2 = ConvFrozenBN(bottleneck_channels, bottleneck_channels, 3, stride)
-        self.conv3 = ConvFrozenBN(bottleneck_channels, out_channels, 1)
+        self.shortcut = ConvNorm(in_channels, out_channels, 1, stride, norm) if needs_projection else None
+        self.conv1 = ConvNorm(in_channels, bottleneck_channels, 1, norm=norm)
+        self.conv2 = ConvNorm(bottleneck_channels, bottleneck_channels, 3, stride, norm)
+        self.conv3 = ConvNorm(bottleneck_channels, out_channels, 1, norm=norm)
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (N, C_in, H, W) -> (N, C_out, ⌈H/stride⌉, ⌈W/stride⌉)."""
@@ -68,12 +82,12 @@ class BasicBlock(nn.Module):
     """3×3 (carrying the stride) → 3×3 convs plus a shortcut, ReLU after the first conv and after the sum. The
     shortcut is a strided 1×1 projection when the block changes shape, else the identity."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, norm: str = "FrozenBN") -> None:
         super().__init__()
         needs_projection = in_channels != out_channels or stride != 1
-        self.shortcut = ConvFrozenBN(in_channels, out_channels, 1, stride) if needs_projection else None
-        self.conv1 = ConvFrozenBN(in_channels, out_channels, 3, stride)
-        self.conv2 = ConvFrozenBN(out_channels, out_channels, 3)
+        self.shortcut = ConvNorm(in_channels, out_channels, 1, stride, norm) if needs_projection else None
+        self.conv1 = ConvNorm(in_channels, out_channels, 3, stride, norm)
+        self.conv2 = ConvNorm(out_channels, out_channels, 3, norm=norm)
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (N, C_in, H, W) -> (N, C_out, ⌈H/stride⌉, ⌈W/stride⌉)."""
@@ -84,11 +98,11 @@ class BasicBlock(nn.Module):
 
 
 class Stem(nn.Module):
-    """7×7 stride-2 conv + frozen BN + ReLU, then 3×3 stride-2 max-pool: stride 4 in total."""
+    """7×7 stride-2 conv + norm + ReLU, then 3×3 stride-2 max-pool: stride 4 in total."""
 
-    def __init__(self, out_channels: int) -> None:
+    def __init__(self, out_channels: int, norm: str = "FrozenBN") -> None:
         super().__init__()
-        self.conv1 = ConvFrozenBN(3, out_channels, 7, stride=2)
+        self.conv1 = ConvNorm(3, out_channels, 7, stride=2, norm=norm)
 
     def forward(self, images: Tensor) -> Tensor:
         """images: (N, 3, H, W) -> (N, C, ⌈H/4⌉, ⌈W/4⌉)."""
@@ -102,13 +116,15 @@ class ResNet(Backbone):
     Args:
         blocks_per_stage: number of blocks in res2..res5, e.g. (3, 4, 6, 3) for ResNet-50 (and ResNet-34).
         basic_blocks: BasicBlocks (ResNet-18/34) instead of Bottlenecks.
+        norm: "FrozenBN" (the released models; ImageNet weights) or "GN" (trainable; for training from scratch).
     """
 
-    def __init__(self, blocks_per_stage: Sequence[int], *, basic_blocks: bool = False) -> None:
+    def __init__(self, blocks_per_stage: Sequence[int], *, basic_blocks: bool = False, norm: str = "FrozenBN") -> None:
         super().__init__()
         if len(blocks_per_stage) != 4 or min(blocks_per_stage) < 1:
             raise ValueError(f"blocks_per_stage must be 4 positive block counts (res2..res5), got {blocks_per_stage}")
-        self.stem = Stem(STEM_CHANNELS)
+        self.norm = norm
+        self.stem = Stem(STEM_CHANNELS, norm)
         self.stage_names = list(self.strides)
         self.out_channels = {}
         in_channels = STEM_CHANNELS
@@ -117,9 +133,10 @@ class ResNet(Backbone):
             out_channels = width if basic_blocks else 4 * width
             first_stride = 1 if index == 0 else 2  # the stem already reduced by 4 before res2
             blocks = [
-                BasicBlock(in_channels if j == 0 else out_channels, out_channels, first_stride if j == 0 else 1)
+                BasicBlock(in_channels if j == 0 else out_channels, out_channels, first_stride if j == 0 else 1, norm)
                 if basic_blocks else
-                Bottleneck(in_channels if j == 0 else out_channels, width, out_channels, first_stride if j == 0 else 1)
+                Bottleneck(in_channels if j == 0 else out_channels, width, out_channels, first_stride if j == 0 else 1,
+                           norm)
                 for j in range(num_blocks)
             ]
             self.add_module(name, nn.Sequential(*blocks))  # keys res2.0..., not stages.0...
