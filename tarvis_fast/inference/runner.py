@@ -205,9 +205,10 @@ class RunStats:
         items = iter(items)
         while True:
             with self.timed(stage):
-                item = next(items, _END)
-            if item is _END:
-                return
+                try:
+                    item = next(items)
+                except StopIteration:
+                    return
             yield item
 
     def summary(self) -> str:
@@ -216,9 +217,6 @@ class RunStats:
         busy = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in self.stage_seconds.items())
         return (f"{self.frames} frames in {self.clips} clips, {self.seconds:.1f} s: {self.frames_per_second:.2f} "
                 f"frames/s; busy: {busy}; peak {where} {memory / 2**30:.2f} GiB")
-
-
-_END = object()  # marks the end of the items in `RunStats.timed_iter`
 
 
 def peak_memory_bytes(device: torch.device) -> int:
