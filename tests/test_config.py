@@ -145,6 +145,8 @@ def test_overrides_are_typed_and_strict(tmp_path):
         ("training: {batch_size: 8, surprise: 1}", "unknown key 'training.surprise'"),
         ("datasets: {NEW: {num_classes: 3}}", "'datasets.NEW' is missing required key"),
         ("datasets: {DAVIS: {inference: {clip_length: 4, frame_overlap: 4}}}", "frame_overlap"),
+        ("datasets: {DAVIS: {inference: {clip_length: 5, frame_overlap: 3}}}", "at most half of clip_length"),
+        ("model: {backbone: SwinTiny, backbone_norm: GN}", "backbone_norm GN is for ResNets"),
         ("training: {dataset_list: [NOPE], dataset_weights: [1.0]}", "no entry under datasets"),
         ("training: {dataset_weights: [0.5, 0.5]}", "same length"),
         ("- just a list", "top level must be a mapping"),
