@@ -239,6 +239,9 @@ class Config:
         missing = [name for name in self.training.dataset_list if name not in self.datasets]
         if missing:
             raise ConfigError(f"training.dataset_list names datasets with no entry under datasets: {missing}")
+        if self.model.backbone_norm != "FrozenBN" and self.training.pretrained_backbone is not None:
+            raise ConfigError(f"training.pretrained_backbone is set, but ImageNet weights are for a FrozenBN ResNet "
+                              f"and model.backbone_norm is {self.model.backbone_norm}")
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)

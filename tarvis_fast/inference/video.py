@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,11 +188,8 @@ _NOISY_SUFFIXES = (".webm",)
 
 
 @contextmanager
-def _native_stderr_silenced(silence: bool) -> Iterator[None]:
+def _native_stderr_silenced() -> Iterator[None]:
     """Point file descriptor 2 at /dev/null for the block (C code's prints bypass sys.stderr)."""
-    if not silence:
-        yield
-        return
     sys.stderr.flush()
     saved = os.dup(2)
     try:
@@ -225,7 +222,7 @@ class OverlayVideoWriter:
             self._pending = PendingFile(self.path)
             suffix = self.path.suffix.lower()
             fourcc = cv2.VideoWriter_fourcc(*OVERLAY_CODECS[suffix])
-            with _native_stderr_silenced(suffix in _NOISY_SUFFIXES):
+            with _native_stderr_silenced() if suffix in _NOISY_SUFFIXES else nullcontext():
                 self._writer = cv2.VideoWriter(str(self._pending.tmp), fourcc, self.fps,
                                                (frame.shape[1], frame.shape[0]))
             if not self._writer.isOpened():

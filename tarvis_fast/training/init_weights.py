@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tarvis_fast.config import Config, ConfigError, load_config
+from tarvis_fast.config import Config, load_config
 from tarvis_fast.datasets import WORKSPACE_ENV
 from tarvis_fast.model import TarViS, semantic_classes
 from tarvis_fast.model.backbones import ResNet, SwinTransformer, load_imagenet_weights
@@ -186,9 +186,6 @@ def init_for_training(model: TarViS, cfg: Config, finetune_checkpoint: Path | No
     if not isinstance(backbone, (ResNet, SwinTransformer)):
         return "training from scratch (a custom backbone)"
     if isinstance(backbone, ResNet) and backbone.norm != "FrozenBN":  # chosen for training from scratch
-        if cfg.training.pretrained_backbone is not None:
-            raise ConfigError(f"training.pretrained_backbone is set, but ImageNet weights are for a FrozenBN ResNet "
-                              f"and model.backbone_norm is {backbone.norm}")
         return f"training from scratch: {cfg.model.backbone} with model.backbone_norm {backbone.norm}"
     path = find_pretrained_backbone(cfg.model.backbone, cfg.training.pretrained_backbone)
     if path is None:

@@ -172,8 +172,7 @@ def test_a_group_norm_resnet_trains_from_scratch_without_looking_for_weights(tmp
         warnings.simplefilter("error")
         assert init_for_training(model, cfg, None) == "training from scratch: ResNet50 with model.backbone_norm GN"
     assert all(torch.equal(v, before[k]) for k, v in model.backbone.backbone.state_dict().items())
-    named = load_config(None, [*small, "--cfg.training.pretrained_backbone", str(tmp_path / "resnet50.pth")])
     with pytest.raises(ConfigError, match="ImageNet weights are for a FrozenBN ResNet"):
-        init_for_training(model, named, None)
+        load_config(None, [*small, "--cfg.training.pretrained_backbone", str(tmp_path / "resnet50.pth")])
     with pytest.raises(ConfigError, match="model.backbone_norm GN is for ResNets"):
         load_config(None, ["--cfg.model.backbone", "SwinTiny", "--cfg.model.backbone_norm", "GN"])

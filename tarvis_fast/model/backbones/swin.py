@@ -6,12 +6,12 @@ The behaviour that matters for the released weights, kept here:
   attention; they take part as keys and values, as in the original.
 - shifted windows (odd blocks) roll the map by ⌊window/2⌋ and mask attention between tokens from different regions of
   the rolled map with -100 (not -inf), the original's value.
+- a LayerNorm per output stage (`norm0`..`norm3`), no absolute position embedding, no dropout.
 
 Regular and shifted blocks run the same code: which tokens form a window, and the mask, are data (`WindowLayout`),
 built once per map size by the stage, rather than a branch on the block's shift. So blocks of one stage have one
 graph under torch.compile (`tarvis_fast.model.compile`), which halves the backbone's compile time; a regular block
 takes an all-zero mask, which adds nothing to its logits.
-- a LayerNorm per output stage (`norm0`..`norm3`), no absolute position embedding, no dropout.
 
 Tokens stay in (B, H, W, C) layout throughout; only the outputs are made (N, C, H, W)-contiguous.
 State_dict keys follow the original (SPEC §8): `patch_embed.proj.weight`, `layers.0.blocks.1.attn.qkv.weight`,
